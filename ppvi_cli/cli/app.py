@@ -1,0 +1,71 @@
+"""The `ppvi` console script: global options, command registration, exit codes.
+
+Exit codes: 0 success, 1 a failed gate, 2 bad usage or bad input (one line on stderr naming the
+file or option at fault; a traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.text import Text
+
+from ppvi_cli import __version__
+from ppvi_cli.cli.common import GlobalOptions, stderr
+from ppvi_cli.device import DEVICE_HELP
+from ppvi_cli.errors import GateFailed, PPVIError
+
+app = typer.Typer(
+    name="ppvi",
+    help="Privacy-preserving person re-identification: protect images, attack the protection, measure both sides.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a privacy tool must not print tensors or people's image paths
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ppvi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
+    device: str = typer.Option("auto", "--device", help=f"Compute device: {DEVICE_HELP}."),
+    seed: int = typer.Option(0, "--seed", help="Global random seed (a command's own --seed wins)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    ctx.obj = GlobalOptions(json=json_output, debug=debug, quiet=quiet, device=device, seed=seed)
+
+
+def _register() -> None:
+    # Each module adds its commands to `app`; imports stay light (torch only inside commands).
+    from ppvi_cli.cli import anonymize, data, demo, measure  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except PPVIError as exc:
+        if debug:
+            raise
+        stderr.print(Text("error: ", style="red") + Text(str(exc)))
+        sys.exit(exc.exit_code)
+    except GateFailed as exc:
+        stderr.print(Text("gate failed: ", style="yellow") + Text(str(exc)))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr.print("interrupted: finished files are kept; run the same command again to resume")
+        sys.exit(130)
+

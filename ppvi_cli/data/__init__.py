@@ -1,0 +1,1 @@
+"""Dataset readers, the synthetic VI generator and image I/O."""

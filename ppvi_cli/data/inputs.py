@@ -1,0 +1,30 @@
+"""The records of any input folder: a known dataset layout through its reader, or a plain walk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ppvi_cli.data.imageio import list_images
+from ppvi_cli.data.records import VISIBLE, Record
+from ppvi_cli.errors import PPVIError
+
+
+def collect_inputs(root: str | Path, fmt: str = "auto") -> tuple[list[Record], list[str], str]:
+    """Records to process, the dataset's metadata files, and the format used.
+
+    A known layout (detected or named) is read with its reader, so pid, camera and modality travel
+    with each file; any other folder is walked and every image counts as visible with pid -1.
+    """
+    from ppvi_cli.data.readers import detect_format, load_dataset
+
+    root = Path(root)
+    if not root.is_dir():
+        raise PPVIError(f"{root} is not a directory" if root.exists() else f"{root} does not exist")
+    resolved = detect_format(root) if fmt == "auto" else fmt
+    if fmt == "auto" and resolved == "folder":
+        records = [Record(rel, -1, 0, VISIBLE, root) for rel in list_images(root)]
+        if not records:
+            raise PPVIError(f"{root} holds no images (.jpg, .png, .bmp, ...)")
+        return records, [], "any"
+    dataset = load_dataset(root, resolved)
+    return dataset.records(), list(dataset.metadata), resolved

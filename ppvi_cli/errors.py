@@ -1,0 +1,17 @@
+"""The two kinds of failure a ppvi command reports, and their exit codes.
+
+Library code raises these; the CLI turns them into a one-line message and the exit code, so a
+pipeline can tell bad input (2) from a protection that failed its gate (1).
+"""
+
+
+class PPVIError(Exception):
+    """Bad usage or bad input: a missing file, a wrong layout, an unknown name (exit code 2)."""
+
+    exit_code = 2
+
+
+class GateFailed(Exception):
+    """A measured value crossed a user-set threshold, or some inputs failed (exit code 1)."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Pure metric kernels over arrays: no model, no CLI, no I/O."""

@@ -1,0 +1,59 @@
+"""Shared fixtures: small image trees built per test, the optional real data, offline settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ppvi-yolo-"))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """`../shared/data`, or a clean skip on machines without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (real-data test)")
+    return SHARED_DATA
+
+
+def textured_image(rng: np.random.Generator, height: int = 40, width: int = 24, grey: bool = False) -> np.ndarray:
+    """A structured uint8 image (gradient + blocks + mild noise) so SSIM/AD are not degenerate."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 60 + 120 * yy / height + 40 * np.sin(xx / 3.0)
+    channels = 1 if grey else 3
+    img = np.stack([base + rng.uniform(-40, 40) for _ in range(channels)], axis=-1)
+    y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
+    img[y0:y0 + height // 3, x0:x0 + width // 3] += rng.uniform(-60, 60, size=channels)
+    img += rng.normal(0, 4, size=img.shape)
+    img = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    return img[..., 0] if grey else img
+
+
+@pytest.fixture
+def image_tree(tmp_path) -> Path:
+    """A plain folder of images in nested dirs: colour JPEGs and PNGs and one grey PNG."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "raw"
+    for i, rel in enumerate(["a/0001.jpg", "a/0002.png", "b/c/0003.png", "b/0004.jpg", "b/grey.png", "0005.png"]):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(textured_image(rng, grey=rel.endswith("grey.png"))).save(path)
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None):
+    """Run the real console entry point (`main()`, with its exit-code handling) in a subprocess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "ppvi_cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"})
