@@ -16,6 +16,7 @@ from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.inputs import collect_inputs
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.runinfo import stamp
 
 BATCH = 256  # images decoded at once: bounds memory on large archives
 
@@ -61,7 +62,8 @@ def chaos_report(root: str | Path, fmt: str = "auto", on_progress: Callable[[int
         rows += [{"path": r.relpath, "modality": r.modality, "ad": float(s)} for r, s in zip(batch, scores)]
         if on_progress:
             on_progress(len(batch))
-    return {"images": rows, "mean": _means(rows, ("ad",)), "format": used, "root": str(root)}
+    return {"images": rows, "mean": _means(rows, ("ad",)), "format": used, "root": str(root),
+            "run": stamp(None, {"format": fmt, "statistic": "scipy.stats.anderson(x, 'norm').statistic"})}
 
 
 def paired_records(raw_root: str | Path, anon_root: str | Path, fmt: str = "auto") -> tuple[list[Record], str]:
@@ -106,7 +108,8 @@ def privacy_report(raw_root: str | Path, anon_root: str | Path, fmt: str = "auto
             on_progress(len(batch))
     rows = [rows_by_path[r.relpath] for r in records]
     return {"images": rows, "mean": _means(rows, ("ssim", "psnr")), "format": used,
-            "raw": str(raw_root), "anon": str(anon_root)}
+            "raw": str(raw_root), "anon": str(anon_root),
+            "run": stamp(None, {"format": fmt, "data_range": 255, "ssim_window": 7})}
 
 
 def gate_failures(means: dict, limits: dict[str, float | None]) -> list[str]:
