@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,14 @@ def test_cli_json_summary_and_exit_codes(image_tree, tmp_path):
 
     typo = run_cli("anonymize", "-m", "mosiac", "-i", str(image_tree), "-o", str(tmp_path / "t"))
     assert typo.returncode == 2 and "did you mean 'mosaic'" in typo.stderr
+
+
+def test_written_files_get_the_umask_permissions_not_mkstemps_0600(tmp_path):
+    from ppvi_cli.data.imageio import write_image_atomic
+    old = os.umask(0o022)
+    try:
+        write_image_atomic(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob(".*.part"))

@@ -26,10 +26,11 @@ def test_privacy_gate_passes_strong_noise_and_fails_an_identity_mosaic(tmp_path)
     passed = run_gate(tmp_path, METHOD="noise")
     assert passed.returncode == 0, passed.stderr
     assert "privacy gate passed (noise)" in passed.stdout
-    failed = run_gate(tmp_path, METHOD="mosaic", PARAMS="--block 1")  # block 1 leaves the image as it is
+    # block 1 leaves the pixels as they are; only the JPEG re-encode (quality 95) moves them
+    failed = run_gate(tmp_path, METHOD="mosaic", PARAMS="--block 1")
     assert failed.returncode == 1 and "privacy gate failed" in failed.stderr
     privacy = json.loads((tmp_path / "privacy.json").read_text())
-    assert privacy["mean"]["visible"]["ssim"] == 1.0 and privacy["mean"]["infrared"]["psnr"] is None
+    assert privacy["mean"]["visible"]["ssim"] > 0.95 and privacy["mean"]["infrared"]["psnr"] > 35
 
 
 def test_library_example(tmp_path):
