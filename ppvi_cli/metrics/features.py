@@ -1,0 +1,110 @@
+"""The saved-features file `ppvi eval --features F.npz` reads, checked key by key.
+
+Keys: `query_raw`, `gallery_raw` ([N, D] float, one row per image), optional `query_anon`,
+`gallery_anon` (same rows, anonymised images), `query_pids`, `query_camids`, `gallery_pids`,
+`gallery_camids` ([N] int), optional `query_paths`, `gallery_paths` ([N] str).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ppvi_cli.errors import PPVIError
+
+SETTINGS = {"raw2raw": ("raw", "raw"), "raw2anon": ("raw", "anon"),
+            "anon2raw": ("anon", "raw"), "anon2anon": ("anon", "anon")}
+REQUIRED = ("query_raw", "gallery_raw", "query_pids", "query_camids", "gallery_pids", "gallery_camids")
+
+
+@dataclass
+class FeatureSet:
+    """Features of one query set and one gallery, raw and (optionally) anonymised."""
+
+    source: str
+    query: dict[str, np.ndarray]  # form ("raw" / "anon") -> [Q, D]
+    gallery: dict[str, np.ndarray]  # form -> [G, D]
+    query_pids: np.ndarray
+    query_camids: np.ndarray
+    gallery_pids: np.ndarray
+    gallery_camids: np.ndarray
+    query_paths: np.ndarray | None = None
+    gallery_paths: np.ndarray | None = None
+
+    def setting(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(query features, gallery features) of a setting such as `anon2raw`."""
+        if name not in SETTINGS:
+            raise PPVIError(f"unknown --setting {name!r} (choices: {', '.join(SETTINGS)}, all)")
+        q_form, g_form = SETTINGS[name]
+        for side, form, store in (("query", q_form, self.query), ("gallery", g_form, self.gallery)):
+            if form not in store:
+                raise PPVIError(f"--setting {name} needs {side}_{form!s} which {self.source} lacks; "
+                                f"add it or use --setting raw2raw")
+        q, g = self.query[q_form], self.gallery[g_form]
+        if q.shape[1] != g.shape[1]:
+            raise PPVIError(f"{self.source}: query_{q_form} has {q.shape[1]} dims but gallery_{g_form} "
+                            f"has {g.shape[1]}; both must come from the same model")
+        return q, g
+
+
+def resolve_settings(setting: str) -> list[str]:
+    """`all` -> the four settings; otherwise the one named (checked)."""
+    if setting == "all":
+        return list(SETTINGS)
+    if setting not in SETTINGS:
+        raise PPVIError(f"unknown --setting {setting!r} (choices: {', '.join(SETTINGS)}, all)")
+    return [setting]
+
+
+def _array(data, key: str, source: str, kind: str) -> np.ndarray:
+    arr = data[key]
+    if kind == "float":
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+            raise PPVIError(f"{source}: {key!r} must be a 2-D float array [rows, dims], got {arr.dtype} {arr.shape}")
+    elif kind == "int":
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise PPVIError(f"{source}: {key!r} must be a 1-D int array, got {arr.dtype} {arr.shape}")
+    elif arr.ndim != 1 or arr.dtype.kind not in "US":
+        raise PPVIError(f"{source}: {key!r} must be a 1-D str array (np.array(paths, dtype=str)), got {arr.dtype}")
+    return arr
+
+
+def load_features(path: str | Path) -> FeatureSet:
+    """Read and check a features `.npz`; PPVIError names the missing or mismatched key."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise PPVIError(f"--features {source}: no such file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PPVIError(f"--features {source}: not a readable .npz archive ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise PPVIError(f"--features {source}: a single array, not an .npz archive of named arrays (np.savez)")
+    with data:
+        keys = set(data.files)
+        for key in REQUIRED:
+            if key not in keys:
+                raise PPVIError(f"{source} lacks {key!r} (required keys: {', '.join(REQUIRED)})")
+        try:
+            arrays = {k: _array(data, k, source, "float" if k.endswith(("_raw", "_anon")) else
+                                "str" if k.endswith("_paths") else "int")
+                      for k in REQUIRED + ("query_anon", "gallery_anon", "query_paths", "gallery_paths")
+                      if k in keys}
+        except ValueError as exc:
+            raise PPVIError(f"{source}: cannot read ({exc}); store paths as str arrays, not objects") from None
+    for side in ("query", "gallery"):
+        rows = len(arrays[f"{side}_raw"])
+        for suffix in ("anon", "pids", "camids", "paths"):
+            key = f"{side}_{suffix}"
+            if key in arrays and len(arrays[key]) != rows:
+                raise PPVIError(f"{source}: {key!r} has {len(arrays[key])} rows but {side}_raw has {rows}; "
+                                "every array of a side must follow the same row order")
+        if rows == 0:
+            raise PPVIError(f"{source}: {side}_raw is empty")
+    forms = lambda side: {f: arrays[f"{side}_{f}"] for f in ("raw", "anon") if f"{side}_{f}" in arrays}  # noqa: E731
+    return FeatureSet(source, forms("query"), forms("gallery"), arrays["query_pids"], arrays["query_camids"],
+                      arrays["gallery_pids"], arrays["gallery_camids"],
+                      arrays.get("query_paths"), arrays.get("gallery_paths"))
