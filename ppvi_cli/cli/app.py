@@ -47,7 +47,7 @@ def main_options(
 
 def _register() -> None:
     # Each module adds its commands to `app`; imports stay light (torch only inside commands).
-    from ppvi_cli.cli import anonymize, data, demo, measure  # noqa: F401
+    from ppvi_cli.cli import anonymize, data, demo, evaluate, measure  # noqa: F401
 
 
 _register()
