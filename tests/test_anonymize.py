@@ -88,16 +88,16 @@ class Interrupting:
     """Wraps a method and raises KeyboardInterrupt after `after` batches, like a Ctrl-C."""
 
     def __init__(self, method, after):
-        self.method, self.after, self.name = method, after, method.name
+        self.method, self.after = method, after
 
-    def params(self):
-        return self.method.params()
+    def __getattr__(self, name):
+        return getattr(self.method, name)
 
-    def protect(self, images, records, seeds):
+    def protect_batch(self, images, records, seeds):
         if self.after == 0:
             raise KeyboardInterrupt
         self.after -= 1
-        return self.method.protect(images, records, seeds)
+        return self.method.protect_batch(images, records, seeds)
 
 
 def test_resume_after_interrupt_gives_the_same_bytes(image_tree, tmp_path):

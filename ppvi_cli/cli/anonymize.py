@@ -3,44 +3,106 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
-from ppvi_cli.cli.common import effective_seed, emit, progress
-from ppvi_cli.errors import GateFailed
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.device import DEVICE_HELP
+from ppvi_cli.errors import GateFailed, PPVIError
+
+PF = "PixelFade"
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def method_options(method: str, given: dict) -> dict:
+    """The options given on the command line (not None) that `method` takes; refuse the others."""
+    from ppvi_cli.anonymize.methods import method_fields
+
+    given = {k: v for k, v in given.items() if v is not None}
+    known = method_fields(method)
+    foreign = sorted(set(given) - known)
+    if foreign:
+        takes = ", ".join(_flag(k) for k in sorted(known)) or "no options"
+        raise PPVIError(f"--method {method} does not take {', '.join(_flag(k) for k in foreign)} (it takes: {takes})")
+    return given
 
 
 @app.command("anonymize")
 def anonymize(
     ctx: typer.Context,
-    method: str = typer.Option(..., "--method", "-m", help="Protection method: mosaic, blur or noise."),
+    method: str = typer.Option(..., "--method", "-m", help="Protection method: mosaic, blur, noise, pixelfade or generator."),
     input_root: Path = typer.Option(..., "--input", "-i", help="Dataset (or any image folder) to protect; only read."),
     output_root: Path = typer.Option(..., "--output", "-o", help="Mirror folder to write; must be outside --input."),
-    fmt: str = typer.Option("auto", "--format", "-f", help="Input layout: auto, market1501, sysu, regdb or folder."),
-    block: int = typer.Option(None, "--block", help="mosaic: tile size in pixels [default: 24]."),
-    radius: float = typer.Option(None, "--radius", help="blur: Gaussian radius (std) in pixels [default: 12]."),
-    sigma: float = typer.Option(None, "--sigma", help="noise: std on [0, 1] pixels [default: 0.5]."),
+    fmt_name: str = typer.Option("auto", "--format", "-f", help="Input layout: auto, market1501, sysu, regdb or folder."),
+    block: int = typer.Option(None, "--block", help="mosaic: tile size in pixels \\[default: 24]."),
+    radius: float = typer.Option(None, "--radius", help="blur: Gaussian radius (std) in pixels \\[default: 12]."),
+    sigma: float = typer.Option(None, "--sigma", help="noise: std on [0, 1] pixels \\[default: 0.5]."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="generator: the trained generator checkpoint."),
+    model: Path = typer.Option(None, "--model", rich_help_panel=PF,
+                               help="The authorized ReID checkpoint (ppvi train reid) whose features are kept."),
+    steps: int = typer.Option(None, "--steps", rich_help_panel=PF, help="Optimisation steps T \\[default: 100]."),
+    masks: int = typer.Option(None, "--masks", rich_help_panel=PF, help="Disjoint replacement sets I \\[default: 5]."),
+    eps: float = typer.Option(None, "--eps", rich_help_panel=PF,
+                              help="Feature constraint: mean squared feature difference \\[default: 0.03]."),
+    alpha: float = typer.Option(None, "--alpha", rich_help_panel=PF, help="Momentum decay \\[default: 0.6]."),
+    beta: float = typer.Option(None, "--beta", rich_help_panel=PF,
+                               help="Step while the constraint holds, normalised units \\[default: 0.01]."),
+    large_step: float = typer.Option(None, "--large-step", rich_help_panel=PF,
+                                     help="Step when it does not, and in the final steps \\[default: 0.04, see --preset]."),
+    preset: str = typer.Option(None, "--preset", rich_help_panel=PF,
+                               help="--large-step for the kind of data: market (0.04) or cuhk (0.02)."),
+    init_steps: int = typer.Option(None, "--init-steps", rich_help_panel=PF,
+                                   help="Warm-up steps that always replace \\[default: 5]."),
+    final_steps: int = typer.Option(None, "--final-steps", rich_help_panel=PF,
+                                    help="Last steps without replacement \\[default: 5]."),
+    work_size: str = typer.Option(None, "--work-size", rich_help_panel=PF,
+                                  help="image: optimise and store at each image's size; model: at the model's input size \\[default: image]."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", rich_help_panel=PF,
+                                       help="bfloat16 autocast for the optimisation \\[default: off]."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", rich_help_panel=PF,
+                                                 help="NHWC memory for the model \\[default: off]."),
+    save_float: bool = typer.Option(False, "--save-float", rich_help_panel=PF,
+                                    help="Also write each result as float32 <name>.npy before 8-bit rounding."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
     shard: str = typer.Option("0/1", "--shard", help="Process shard i of n (i/n); run n processes for the whole set."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
+    device: str = typer.Option(None, "--device", help=f"Where a method with a model runs: {DEVICE_HELP} (default: the global --device)."),
 ) -> None:
     """Protect every image of --input into --output, path for path.
 
     Files are written atomically; a re-run skips finished files (resume after a kill); manifest.json
-    records method, parameters, seed, versions and per-file status. Unreadable images are listed and
-    make the exit code 1; the rest are still processed.
+    records method, parameters, seed, model checksum, versions and per-file status (and, for
+    pixelfade, each file's feature distance as stored). pixelfade writes 8-bit PNG content under the
+    original file names. Unreadable images are listed and make the exit code 1; the rest are still
+    processed.
     """
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset, parse_shard
 
-    given = {"block": block, "radius": radius, "sigma": sigma}
-    protector = build_method(method, **{k: v for k, v in given.items() if v is not None})
+    if preset is not None:
+        from ppvi_cli.anonymize.pixelfade import LARGE_STEP_PRESETS
+
+        if preset not in LARGE_STEP_PRESETS:
+            raise PPVIError(f"unknown --preset {preset!r} (choices: {', '.join(LARGE_STEP_PRESETS)})")
+        if large_step is not None:
+            raise PPVIError("give --large-step or --preset, not both")
+        large_step = LARGE_STEP_PRESETS[preset]
+    given = {"block": block, "radius": radius, "sigma": sigma, "checkpoint": checkpoint and str(checkpoint),
+             "model": model and str(model), "steps": steps, "masks": masks, "eps": eps, "alpha": alpha,
+             "beta": beta, "large_step": large_step, "init_steps": init_steps, "final_steps": final_steps,
+             "work_size": work_size, "amp": amp, "channels_last": channels_last}
+    protector = build_method(method, **method_options(method, given))
     run_seed = effective_seed(ctx, seed)
     with progress(ctx, f"anonymize {method}") as bar:
-        summary = anonymize_dataset(protector, input_root, output_root, fmt=fmt, seed=run_seed,
+        summary = anonymize_dataset(protector, input_root, output_root, fmt=fmt_name, seed=run_seed,
                                     shard=parse_shard(shard), batch_size=batch_size,
+                                    device=effective_device(ctx, device), save_float=save_float,
                                     on_progress=bar.advance, on_total=bar.set_total)
 
     def human(console):
@@ -49,8 +111,18 @@ def anonymize(
             table.add_column(col, justify="right")
         table.add_row(str(summary["written"]), str(summary["skipped"]), str(len(summary["failed"])))
         console.print(table)
+        if summary["stats"]:
+            stats = Table(title=f"per-file stats over {summary['stats']['files']} written files")
+            for col in ("stat", "mean", "max"):
+                stats.add_column(col, justify="right" if col != "stat" else "left")
+            for key, mean in summary["stats"]["mean"].items():
+                stats.add_row(key, fmt(mean), fmt(summary["stats"]["max"][key]))
+            console.print(stats)
         params = ", ".join(f"{k}={v}" for k, v in summary["params"].items())
         console.print(f"params: {params}; seed {summary['seed']}; manifest {summary['manifest']}")
+        if summary["model"]:
+            console.print("model: " + ", ".join(f"{k}={v}" for k, v in summary["model"].items() if k != "config"))
+        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
         for item in summary["failed"]:
             console.print(f"[red]failed[/red] {item['path']}: {item['reason']}", markup=True)
 
