@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppvi_cli.atomic import atomic_open
 from ppvi_cli.errors import PPVIError
 
 SETTINGS = {"raw2raw": ("raw", "raw"), "raw2anon": ("raw", "anon"),
@@ -108,3 +109,29 @@ def load_features(path: str | Path) -> FeatureSet:
     return FeatureSet(source, forms("query"), forms("gallery"), arrays["query_pids"], arrays["query_camids"],
                       arrays["gallery_pids"], arrays["gallery_camids"],
                       arrays.get("query_paths"), arrays.get("gallery_paths"))
+
+
+def save_features(path: str | Path, features: FeatureSet) -> Path:
+    """Write `features` as the `.npz` that `load_features` reads (atomically); returns the path.
+
+    Float arrays keep their dtype, ids are stored as int64 and paths as str arrays (no pickles).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for side, forms in (("query", features.query), ("gallery", features.gallery)):
+        if "raw" not in forms:
+            raise PPVIError(f"{features.source}: no {side}_raw features to save")
+        rows = len(forms["raw"])
+        named = {f"{side}_{form}": np.asarray(forms[form]) for form in ("raw", "anon") if form in forms}
+        named[f"{side}_pids"] = np.asarray(getattr(features, f"{side}_pids"), dtype=np.int64)
+        named[f"{side}_camids"] = np.asarray(getattr(features, f"{side}_camids"), dtype=np.int64)
+        paths = getattr(features, f"{side}_paths")
+        if paths is not None:
+            named[f"{side}_paths"] = np.asarray(paths, dtype=str)
+        for key, arr in named.items():
+            if len(arr) != rows:
+                raise PPVIError(f"{features.source}: {key!r} has {len(arr)} rows but {side}_raw has {rows}")
+        arrays.update(named)
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:  # a file handle, so numpy does not append a second .npz
+        np.savez(fh, **arrays)
+    return path

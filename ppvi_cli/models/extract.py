@@ -1,0 +1,81 @@
+"""Retrieval features of a list of records: batched, eval mode, the model's own input normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ppvi_cli.data.records import Record
+from ppvi_cli.data.torch_dataset import RecordImages
+from ppvi_cli.data.transforms import normalize
+from ppvi_cli.device import select_device
+from ppvi_cli.errors import PPVIError
+from ppvi_cli.models.reid import ReIDModel
+
+
+def check_mirror(records: Sequence[Record], anon_root: str | Path) -> None:
+    """Raise PPVIError naming the first record whose anonymized twin is absent under `anon_root`.
+
+    Checked up front (one stat per file) so a half-anonymized mirror fails before any model work.
+    """
+    anon_root = Path(anon_root)
+    if not anon_root.is_dir():
+        raise PPVIError(f"--anon {anon_root} is not a directory; pass the output folder of `ppvi anonymize`")
+    missing = [r.relpath for r in records if not (anon_root / r.relpath).is_file()]
+    if missing:
+        raise PPVIError(f"--anon {anon_root}: anonymized file {anon_root / missing[0]} is missing ({len(missing)} of "
+                        f"{len(records)} images lack their twin); anonymize the whole dataset into that folder "
+                        "(`ppvi anonymize` resumes) or pass the right --anon")
+
+
+def extract_features(
+    model: ReIDModel,
+    records: Sequence[Record],
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    input_size: tuple[int, int] | None = None,
+    anon_root: str | Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """BNNeck features `[N, D]` float32 (un-normalised, row i = records[i]) of `model` in eval mode.
+
+    Images are resized to `input_size` (H, W; default the model's) and normalised with the model's
+    mean/std; each goes through its modality's stream (dual-stream models). With `anon_root`, the
+    anonymized twin `anon_root / relpath` is read instead (every twin must exist). The model is
+    moved to `device` and left in the mode it came in. `num_workers` > 0 decodes in worker processes.
+    """
+    if batch_size < 1:
+        raise PPVIError(f"--batch-size must be at least 1, got {batch_size}")
+    if num_workers < 0:
+        raise PPVIError(f"--workers must be 0 or more, got {num_workers}")
+    config = model.config
+    if anon_root is not None:
+        check_mirror(records, anon_root)
+        records = [r.moved_to(anon_root) for r in records]
+    if not records:
+        return np.zeros((0, config.feat_dim), np.float32)
+    device = select_device(device) if isinstance(device, str) else device
+    size = tuple(input_size or config.input_size)
+    loader = DataLoader(RecordImages(records, size), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    out = np.empty((len(records), config.feat_dim), np.float32)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            for images, _, modality, index in loader:
+                x = normalize(images.to(device, non_blocking=True), config.mean, config.std)
+                feats = model.extract(x, modality.to(device, non_blocking=True))
+                out[index.numpy()] = feats.float().cpu().numpy()
+                if on_progress is not None:
+                    on_progress(len(index))
+    except PPVIError as exc:  # from a worker it arrives wrapped in the worker's traceback: keep the message
+        raise PPVIError(str(exc).rsplit("PPVIError: ", 1)[-1].strip()) from None
+    finally:
+        model.train(was_training)
+    return out
