@@ -1,4 +1,8 @@
-"""`ppvi eval`: CMC / mAP / mINP of saved features under a protocol, for one or all four settings."""
+"""`ppvi eval`: CMC / mAP / mINP under a protocol, for one or all four settings.
+
+The features come from a saved file (`--features F.npz`) or from a checkpoint run over a dataset
+(`--model CKPT --data DIR`, extracted as `ppvi features` does, cached by checkpoint and image checksums).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
-from ppvi_cli.cli.common import effective_device, emit, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
+from ppvi_cli.cli.features import CACHE_HELP, FORMAT_HELP, TEST_IDS_HELP, TRIAL_HELP, model_features, source_summary
+from ppvi_cli.errors import PPVIError
 
 PER_QUERY_COLUMNS = ("setting", "trial", "query", "path", "pid", "camid", "positives", "first_rank", "cmc_rank",
                      "AP", "INP")
@@ -19,8 +25,22 @@ PER_QUERY_COLUMNS = ("setting", "trial", "query", "path", "pid", "camid", "posit
 @app.command("eval")
 def eval_command(
     ctx: typer.Context,
-    features: Path = typer.Option(..., "--features", help="Saved features (.npz): query_raw, gallery_raw, "
+    features: Path = typer.Option(None, "--features", help="Saved features (.npz): query_raw, gallery_raw, "
                                   "query/gallery pids and camids; optionally query_anon, gallery_anon, paths."),
+    model: Path = typer.Option(None, "--model", help="Or a ReID checkpoint: extract features of --data "
+                               "(and --anon) first, as `ppvi features` does."),
+    data: Path = typer.Option(None, "--data", help="With --model: the dataset root (raw images)."),
+    fmt: str = typer.Option(None, "--format", "-f", help=f"With --model. {FORMAT_HELP} (default auto)"),
+    anon: Path = typer.Option(None, "--anon", help="With --model: the anonymized mirror of --data "
+                              "(needed by raw2anon, anon2raw, anon2anon)."),
+    trial: int = typer.Option(None, "--trial", min=1, max=10, help=f"With --model. {TRIAL_HELP} (default 1)"),
+    test_ids: int = typer.Option(None, "--test-ids", min=1, help=f"With --model. {TEST_IDS_HELP} (default 201)"),
+    pattern: str = typer.Option(None, "--pattern", help="With --model, folder: regex with groups camid/modality."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1,
+                                   help="With --model: images per forward pass (default 64)."),
+    workers: int = typer.Option(None, "--workers", min=0, help="With --model: image-decoding processes (default 0)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help=f"With --model. {CACHE_HELP}"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="With --model: neither read nor write the feature cache."),
     protocol: str = typer.Option(..., "--protocol", "-p",
                                  help="market, sysu-all, sysu-indoor, regdb-v2t or regdb-t2v."),
     setting: str = typer.Option(..., "--setting", "-s", help="raw2raw, raw2anon, anon2raw, anon2anon or all."),
@@ -32,12 +52,20 @@ def eval_command(
     figure: Path = typer.Option(None, "--figure", help="Draw ranked lists to this PNG (one per setting)."),
     topk: int = typer.Option(10, "--topk", min=1, help="Length of the ranked lists."),
     figure_queries: int = typer.Option(8, "--figure-queries", min=1, help="Queries (rows) in the figure."),
-    image_root: Path = typer.Option(None, "--image-root", help="Folder the features file's paths are relative to."),
+    image_root: Path = typer.Option(None, "--image-root", help="Folder the features file's paths are relative to "
+                                    "(with --model: --data)."),
     chunk_size: int = typer.Option(8192, "--chunk-size", min=1, help="Gallery rows per streamed chunk."),
     query_block: int = typer.Option(512, "--query-block", min=1, help="Queries per product."),
+    dp_epsilon: float = typer.Option(None, "--dp-epsilon", help="Differentially private gallery: Gaussian "
+                                     "mechanism with this epsilon in (0, 1] (PEPR-Net); sensitivity 2 "
+                                     "(L2-normalised features).", rich_help_panel="DP gallery"),
+    dp_delta: float = typer.Option(1e-5, "--dp-delta", help="With --dp-epsilon: delta in (0, 1).",
+                                   rich_help_panel="DP gallery"),
+    seed: int = typer.Option(None, "--seed", help="Seed of the DP noise (default: the global --seed)."),
 ) -> None:
-    """Evaluate saved features exactly, streaming the gallery (memory does not grow as queries x gallery).
+    """Evaluate features exactly, streaming the gallery (memory does not grow as queries x gallery).
 
+    Pass saved features (--features) or a checkpoint and a dataset (--model, --data), not both.
     Metrics are percentages over the queries that have a true match: mean and population std over trials.
     Similarity is the inner product of L2-normalised features; ties are broken by gallery index.
     """
@@ -47,23 +75,49 @@ def eval_command(
 
     proto = protocols.get(protocol)
     settings = resolve_settings(setting)
-    feats = load_features(features)
+    n_trials = proto.trial_count(trials)
+    if (features is None) == (model is None):
+        raise PPVIError("pass exactly one source of features: --features F.npz, or --model CKPT --data DIR")
+    source = None
+    if features is not None:
+        model_only = {"--data": data, "--format": fmt, "--anon": anon, "--trial": trial, "--test-ids": test_ids,
+                      "--pattern": pattern, "--batch-size": batch_size, "--workers": workers,
+                      "--cache-dir": cache_dir, "--no-cache": no_cache or None}
+        given = [name for name, value in model_only.items() if value is not None]
+        if given:
+            raise PPVIError(f"{', '.join(given)} only go with --model; --features {features} already holds "
+                            "the features")
+        feats = load_features(features)
+    else:
+        source, model_params = _from_model(ctx, model, protocol, settings, device, data=data, fmt=fmt, anon=anon,
+                                           trial=trial, test_ids=test_ids, pattern=pattern, batch_size=batch_size,
+                                           workers=workers, cache_dir=cache_dir, no_cache=no_cache)
+        feats = source.features
+        image_root = image_root or data
     for name in settings:
         feats.setting(name)
+    dp = None
+    if dp_epsilon is not None:
+        dp = _privatize(feats, dp_epsilon, dp_delta, effective_seed(ctx, seed))
     want_lists = ranked is not None or figure is not None
     options = dict(trials=trials, backend=backend, device=effective_device(ctx, device), chunk_size=chunk_size,
                    query_block=query_block, per_query=per_query is not None, topk=topk if want_lists else 0)
-    n_trials = proto.trial_count(trials)
     total = None if proto.gallery_cams else len(settings) * n_trials * len(feats.gallery_pids)
     with progress(ctx, f"eval {protocol}", total) as bar:
         doc = evaluate_settings(feats, protocol, settings, on_chunk=bar.advance, **options)
     outputs = _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries, image_root)
     doc["params"] = {k: v for k, v in options.items() if k != "per_query"} | {"trials": n_trials}
+    if source is not None:
+        doc["params"]["features"] = model_params
+        doc["source"] = source_summary(source)
     doc["outputs"] = outputs
-    doc["run"] = stamp(None, doc["params"])
+    if dp is not None:
+        doc["dp"] = dp
+    doc["run"] = stamp(dp["seed"] if dp else None, doc["params"] | ({"dp": dp} if dp else {}))
 
     def human(console):
-        table = Table(title=f"ppvi eval {features.name} --protocol {protocol}")
+        title = features.name if source is None else f"--model {model.name} --data {data}"
+        table = Table(title=f"ppvi eval {title} --protocol {protocol}")
         table.add_column("setting")
         for col in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
             table.add_column(col, justify="right")
@@ -79,8 +133,45 @@ def eval_command(
             console.print(f"note: {note}")
         for kind, paths in outputs.items():
             console.print(f"{kind}: {', '.join(paths)}")
+        if dp is not None:
+            console.print(f"DP gallery: epsilon {dp['epsilon']}, delta {dp['delta']}, sensitivity "
+                          f"{dp['sensitivity']}, sigma {dp['sigma']:.4g} per coordinate, seed {dp['seed']}")
+        if source is not None:
+            info = doc["source"]
+            console.print(f"features: {info['counts']['query']} queries, {info['counts']['gallery']} gallery, "
+                          f"{info['dims']} dims; cache {info['cache']}; model sha256 {info['model_sha256'][:12]}")
+            for note in info["notes"]:
+                console.print(f"note: {note}")
 
     emit(ctx, doc, human)
+
+
+def _privatize(feats, epsilon: float, delta: float, seed: int) -> dict:
+    """Replace every gallery form by its Gaussian-mechanism copy (same noise draw for raw and anon)."""
+    from ppvi_cli.metrics.dp import SENSITIVITY, gaussian_sigma, privatize_gallery
+
+    sigma = gaussian_sigma(epsilon, delta)
+    for form, gallery in feats.gallery.items():
+        feats.gallery[form] = privatize_gallery(gallery, epsilon, delta, seed)
+    return {"epsilon": epsilon, "delta": delta, "sensitivity": SENSITIVITY, "sigma": sigma, "seed": seed}
+
+
+def _from_model(ctx, model, protocol, settings, device, *, data, fmt, anon, trial, test_ids, pattern, batch_size,
+                workers, cache_dir, no_cache):
+    """Features of --data from --model, after the checks that need no model: `(ModelFeatures, params)`."""
+    from ppvi_cli.metrics.features import SETTINGS
+    from ppvi_cli.metrics.model_features import DEFAULT_TEST_IDS
+
+    if data is None:
+        raise PPVIError(f"--model {model} needs --data DIR, the dataset to extract features from")
+    needs_anon = [name for name in settings if "anon" in SETTINGS[name]]
+    if anon is None and needs_anon:
+        raise PPVIError(f"--setting {needs_anon[0]} needs anonymized features: pass --anon DIR (the output of "
+                        "`ppvi anonymize` on --data) or use --setting raw2raw")
+    return model_features(ctx, model=model, data=data, fmt=fmt or "auto", anon=anon, protocol=protocol,
+                          trial=trial or 1, test_ids=test_ids or DEFAULT_TEST_IDS, pattern=pattern,
+                          batch_size=batch_size or 64, workers=workers or 0, device=device, cache_dir=cache_dir,
+                          no_cache=no_cache)
 
 
 def _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries, image_root) -> dict:

@@ -1,0 +1,175 @@
+"""`ppvi leak`: identity leakage of saved features, and the DP-gallery epsilon sweep (PEPR-Net)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ppvi_cli.cli.app import app
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
+from ppvi_cli.errors import PPVIError
+
+FEATURE_KEYS = ("query_raw", "gallery_raw", "query_anon", "gallery_anon")
+
+
+def parse_epsilons(text: str) -> list[float]:
+    """'0.1,0.5,1.0' -> [0.1, 0.5, 1.0]; PPVIError naming --epsilons otherwise."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PPVIError(f"--epsilons {text!r}: give comma-separated numbers in (0, 1], e.g. 0.1,0.5,1.0") from None
+    if not values:
+        raise PPVIError("--epsilons is empty: give comma-separated numbers in (0, 1], e.g. 0.1,0.5,1.0")
+    return values
+
+
+def _feature_keys(which: str, feats) -> list[str]:
+    present = [f"{side}_{form}" for side, store in (("query", feats.query), ("gallery", feats.gallery))
+               for form in ("raw", "anon") if form in store]
+    if which == "all":
+        return present
+    keys = [k.strip() for k in which.split(",") if k.strip()]
+    for key in keys:
+        if key not in FEATURE_KEYS:
+            raise PPVIError(f"--which {key!r} is not a features key (choices: {', '.join(FEATURE_KEYS)}, all)")
+        if key not in present:
+            raise PPVIError(f"--which {key}: {feats.source} has no {key!r} (it has: {', '.join(present)})")
+    if not keys:
+        raise PPVIError(f"--which is empty (choices: {', '.join(FEATURE_KEYS)}, all)")
+    return keys
+
+
+@app.command("leak")
+def leak_command(
+    ctx: typer.Context,
+    features: Path = typer.Option(..., "--features", help="Saved features (.npz), as `ppvi eval --features` reads."),
+    which: str = typer.Option(None, "--which", help="Feature arrays to measure: query_raw, gallery_raw, query_anon, "
+                              "gallery_anon, a comma list, or all (default gallery_raw). Not with --dp-sweep."),
+    train_fraction: float = typer.Option(0.5, "--train-fraction", help="Share of each id's images that trains the "
+                                         "identity classifier; the rest are scored."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Full-batch classifier epochs (default 300)."),
+    lr: float = typer.Option(None, "--lr", help="Classifier Adam learning rate (default 0.05)."),
+    ignore_pid: list[int] = typer.Option(None, "--ignore-pid", help="A pid that is not one person (repeatable), e.g. "
+                                         "0 for Market-1501 distractors (the --dp-sweep default under market)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the split and the DP noise (default: the global --seed)."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
+    dp_sweep: bool = typer.Option(False, "--dp-sweep", help="Privatise the setting's gallery with the Gaussian "
+                                  "mechanism at each epsilon; report utility and leakage against epsilon."),
+    protocol: str = typer.Option(None, "--protocol", "-p", help="With --dp-sweep: market, sysu-all, sysu-indoor, "
+                                 "regdb-v2t or regdb-t2v."),
+    setting: str = typer.Option(None, "--setting", "-s", help="With --dp-sweep: raw2raw, raw2anon, anon2raw or "
+                                "anon2anon (its gallery form gets the noise)."),
+    epsilons: str = typer.Option("0.1,0.5,1.0", "--epsilons", help="With --dp-sweep: privacy budgets in (0, 1]."),
+    delta: float = typer.Option(1e-5, "--delta", help="With --dp-sweep: DP delta in (0, 1)."),
+    sensitivity: float = typer.Option(2.0, "--sensitivity", help="With --dp-sweep: L2 sensitivity Delta; 2 bounds "
+                                      "unit-norm features, a smaller value voids the DP guarantee."),
+    trials: int = typer.Option(None, "--trials", min=1, help="With --dp-sweep, SYSU: galleries drawn (default 10)."),
+    backend: str = typer.Option("faiss", "--backend", help="With --dp-sweep: faiss or torch retrieval (both exact)."),
+    plot: Path = typer.Option(None, "--plot", help="With --dp-sweep: write utility and leakage vs epsilon to this PNG."),
+) -> None:
+    """Identity leakage (PEPR-Net's "ID %"): train a softmax classifier on part of each test id's features
+    and report its accuracy on the rest; lower is more private, chance is 100 / ids.
+
+    With --dp-sweep: add Gaussian noise, sigma = Delta * sqrt(2 ln(1.25/delta)) / epsilon per coordinate,
+    to the L2-normalised gallery of --setting, and report rank-1, mAP, mINP and the leakage of the noisy
+    gallery for no DP and each epsilon (one seed: every epsilon sees the same noise draws, scaled).
+    """
+    from ppvi_cli.metrics.features import load_features
+    from ppvi_cli.metrics.leakage import EPOCHS, LR, check_train_fraction, identity_leakage
+    from ppvi_cli.runinfo import stamp
+
+    check_train_fraction(train_fraction)
+    seed = effective_seed(ctx, seed)
+    dev = effective_device(ctx, device)
+    classifier = {"train_fraction": train_fraction, "epochs": EPOCHS if epochs is None else epochs,
+                  "lr": LR if lr is None else lr}
+    if dp_sweep:
+        if which is not None:
+            raise PPVIError("--which does not apply with --dp-sweep: leakage is measured on the (noisy) gallery of "
+                            "--setting")
+        if protocol is None or setting is None:
+            raise PPVIError("--dp-sweep needs --protocol and --setting (e.g. -p market -s raw2raw)")
+        if setting == "all":
+            raise PPVIError("--dp-sweep takes one --setting (raw2raw, raw2anon, anon2raw or anon2anon), not all")
+        _sweep(ctx, features, protocol, setting, parse_epsilons(epsilons), delta, sensitivity, seed, dev,
+               classifier, ignore_pid, trials, backend, plot)
+        return
+    for name, value in (("--protocol", protocol), ("--setting", setting), ("--plot", plot), ("--trials", trials)):
+        if value is not None:
+            raise PPVIError(f"{name} applies only with --dp-sweep")
+    feats = load_features(features)
+    keys = _feature_keys(which or "gallery_raw", feats)
+    ignore = tuple(ignore_pid or ())
+    results = {}
+    with progress(ctx, "identity leakage", len(keys)) as bar:
+        for key in keys:
+            side, form = key.split("_")
+            rows = (feats.query if side == "query" else feats.gallery)[form]
+            pids = feats.query_pids if side == "query" else feats.gallery_pids
+            results[key] = identity_leakage(rows, pids, seed, ignore_pids=ignore, device=dev, **classifier)
+            bar()
+    params = {"which": keys, **classifier, "ignore_pids": sorted(set(ignore)), "device": dev}
+    doc = {"mode": "leakage", "features": str(features), "results": results, "params": params,
+           "run": stamp(seed, params)}
+
+    def human(console):
+        table = Table(title=f"ppvi leak {features.name}: identity leakage (lower is more private)")
+        for col in ("features", "ids", "train images", "eval images", "ID accuracy %", "chance %", "dropped ids"):
+            table.add_column(col, justify="left" if col == "features" else "right")
+        for key, res in results.items():
+            table.add_row(key, str(res["ids"]), str(res["train_images"]), str(res["eval_images"]),
+                          f"{res['accuracy']:.2f}", f"{res['chance']:.2f}", str(res["dropped_ids"]))
+        console.print(table)
+        console.print(f"split per id, train fraction {train_fraction}, seed {seed}; classifier: "
+                      f"{next(iter(results.values()))['params']['classifier']}, {classifier['epochs']} epochs, "
+                      f"lr {classifier['lr']}")
+
+    emit(ctx, doc, human)
+
+
+def _sweep(ctx, features, protocol, setting, epsilons, delta, sensitivity, seed, device, classifier, ignore_pid,
+           trials, backend, plot) -> None:
+    from ppvi_cli.metrics.dp import dp_sweep, gaussian_sigma
+    from ppvi_cli.metrics.features import load_features
+    from ppvi_cli.metrics.protocols import protocols
+    from ppvi_cli.runinfo import stamp
+
+    protocols.get(protocol)
+    for epsilon in epsilons:
+        gaussian_sigma(epsilon, delta, sensitivity)  # a bad value fails before the features are read
+    feats = load_features(features)
+    feats.setting(setting)
+    with progress(ctx, f"dp sweep {protocol} {setting}", len(epsilons) + 1) as bar:
+        doc = dp_sweep(feats, protocol, setting, epsilons, delta, seed, sensitivity=sensitivity,
+                       ignore_pids=ignore_pid or None, leakage_options=classifier, device=device, on_row=bar.advance,
+                       trials=trials, backend=backend)
+    outputs = {}
+    if plot is not None:
+        from ppvi_cli.report.dp_plot import plot_dp_sweep
+
+        outputs["plot"] = [str(plot_dp_sweep(doc, plot))]
+    params = {"protocol": protocol, "setting": setting, "epsilons": epsilons, "delta": delta,
+              "sensitivity": sensitivity, **classifier, "ignore_pids": doc["leakage"]["params"]["ignore_pids"],
+              "trials": doc["trials"], "backend": backend, "device": device}
+    doc = {"mode": "dp-sweep", "features": str(features), **doc, "outputs": outputs, "params": params,
+           "run": stamp(seed, params)}
+
+    def human(console):
+        table = Table(title=f"ppvi leak --dp-sweep {features.name} -p {protocol} -s {setting}")
+        for col in ("epsilon", "sigma", "rank1", "mAP", "mINP", "ID accuracy %", "chance %"):
+            table.add_column(col, justify="right")
+        for row in doc["rows"]:
+            table.add_row("no DP" if row["epsilon"] is None else f"{row['epsilon']:g}", f"{row['sigma']:.3f}",
+                          *(f"{row[k]:.2f}" for k in ("rank1", "mAP", "mINP", "leakage", "chance")))
+        console.print(table)
+        console.print(f"delta {delta:g}, sensitivity {sensitivity:g}, seed {seed}, trials {doc['trials']}; "
+                      f"leakage on the gallery: {doc['leakage']['ids']} ids, split per id, train fraction "
+                      f"{classifier['train_fraction']}")
+        for note in doc["notes"]:
+            console.print(f"note: {note}")
+        for kind, paths in outputs.items():
+            console.print(f"{kind}: {', '.join(paths)}")
+
+    emit(ctx, doc, human)
