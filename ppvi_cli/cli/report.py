@@ -1,0 +1,59 @@
+"""`ppvi report`: one privacy-utility report from the run folders of several methods.
+
+A RUN_DIR holds run.json, eval.json, privacy.json, chaos.json and/or attack.json (each optional);
+`ppvi_cli.report.tables` defines the contract and reads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ppvi_cli.cli.app import app
+from ppvi_cli.cli.common import emit
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    run_dirs: list[Path] = typer.Argument(..., help="One folder per method and dataset (what it holds: above)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.json, report.html, privacy_utility.png and "
+                             "the grids."),
+) -> None:
+    """Put privacy and utility side by side: tables per dataset, a scatter plot, image grids, one HTML page.
+
+    Each RUN_DIR holds any of these (a missing one shows as "-"; at least one is needed):
+    run.json: {"method", "dataset", "anon": path, "raw": path};
+    eval.json: the output of `ppvi --json eval ... --setting all`;
+    privacy.json: `ppvi --json privacy`; chaos.json: `ppvi --json chaos`;
+    attack.json: written by `ppvi attack --out RUN_DIR`.
+    Method and dataset come from run.json, else the anonymized folder's manifest.json and the raw folder's name.
+    The HTML page is self-contained (images inlined): fit to mail or archive.
+    """
+    from ppvi_cli.report.tables import PRIVACY_COLUMNS, UTILITY_COLUMNS, make_report, table_cells
+
+    doc = make_report(run_dirs, out)
+
+    def human(console):
+        for name, entry in doc["datasets"].items():
+            cells = [table_cells(row) for row in entry["rows"]]
+            split = len(UTILITY_COLUMNS)
+            for title, columns, part in ((f"dataset {name}: utility", UTILITY_COLUMNS, lambda c: c[:split]),
+                                         (f"dataset {name}: privacy", PRIVACY_COLUMNS, lambda c: c[:1] + c[split:])):
+                table = Table(title=title)
+                for col in columns:
+                    table.add_column(col, justify="left" if col == "method" else "right")
+                for row in cells:
+                    table.add_row(*part(row))
+                console.print(table)
+        console.print("R1/mAP/mINP in percent; SSIM/PSNR protected vs raw; AD chaos; recovered = the attack's "
+                      "output vs raw; means over all images; '-' = file missing")
+        for note in doc["notes"]:
+            console.print(f"note: {note}")
+        run = doc["run"]
+        console.print(f"ppvi {run['ppvi_version']}, torch {run['versions'].get('torch', '?')}; "
+                      f"html {doc['html']}; json {doc['json']}; plot {doc['plot']}")
+
+    emit(ctx, doc, human)

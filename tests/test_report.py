@@ -1,0 +1,143 @@
+"""`ppvi report`: rows read from the RUN_DIRs, missing parts shown, PNG and self-contained HTML decode."""
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from ppvi_cli.errors import PPVIError
+from ppvi_cli.report.tables import COLUMNS, load_run, make_report, table_cells
+
+
+class _Page(HTMLParser):
+    """Images, table rows and every attribute that could load something from outside."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.rows, self.links, self._row = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag in ("link", "script") or "href" in attrs:
+            self.links.append((tag, attrs))
+        if tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._row is not None:
+            self._row.append(data)
+
+
+def _features(rng, n, pids):
+    return rng.normal(size=(n, 8)).astype(np.float32), np.resize(pids, n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """RUN_DIRs: blur with all four documents, mosaic with run.json + privacy.json, a third with eval only."""
+    from ppvi_cli.anonymize.methods import build_method
+    from ppvi_cli.anonymize.runner import anonymize_dataset
+    from ppvi_cli.data.synth import SynthConfig, synthesize
+    from ppvi_cli.measure import chaos_report, privacy_report
+    from ppvi_cli.metrics.features import FeatureSet
+    from ppvi_cli.metrics.protocols import evaluate_settings
+    from ppvi_cli.train.attack import AttackConfig, run_attack
+
+    root = tmp_path_factory.mktemp("report")
+    raw = root / "synthvi"
+    synthesize(raw, SynthConfig(ids=4, images_per_camera=1, height=64, width=32, seed=0))
+    for name, params in (("blur", {}), ("mosaic", {"block": 8})):
+        anonymize_dataset(build_method(name, **params), raw, root / name, fmt="sysu", seed=0)
+    rng = np.random.default_rng(0)
+    (q, qp), (g, gp) = _features(rng, 6, [1, 2, 3]), _features(rng, 12, [1, 2, 3])
+    feats = FeatureSet("mem", {"raw": q, "anon": q + 0.3}, {"raw": g, "anon": g + 0.3}, qp, np.zeros(6, int),
+                       gp, np.ones(12, int))
+    evaluation = evaluate_settings(feats, "market", ["raw2raw", "raw2anon", "anon2raw", "anon2anon"], backend="torch")
+
+    blur_dir, mosaic_dir, eval_dir = root / "runs" / "blur", root / "runs" / "mosaic", root / "runs" / "pf"
+    for d in (blur_dir, mosaic_dir, eval_dir):
+        d.mkdir(parents=True)
+    (blur_dir / "eval.json").write_text(json.dumps(evaluation))
+    (blur_dir / "privacy.json").write_text(json.dumps(privacy_report(raw, root / "blur", "sysu")))
+    (blur_dir / "chaos.json").write_text(json.dumps(chaos_report(root / "blur", "sysu")))
+    run_attack(AttackConfig(raw=raw, anon=root / "blur", out=blur_dir, epochs=1, ngf=4, size=(64, 32), batch_size=4,
+                            device="cpu"))
+    (mosaic_dir / "run.json").write_text(json.dumps({"anon": str(root / "mosaic"), "raw": str(raw)}))
+    (mosaic_dir / "privacy.json").write_text(json.dumps(privacy_report(raw, root / "mosaic", "sysu")))
+    (eval_dir / "run.json").write_text(json.dumps({"method": "pixelfade", "dataset": "market"}))
+    (eval_dir / "eval.json").write_text(json.dumps(evaluation))
+    return root, [blur_dir, mosaic_dir, eval_dir]
+
+
+def test_rows_hold_the_numbers_of_the_run_documents(runs):
+    root, dirs = runs
+    blur, mosaic, pf = (load_run(d) for d in dirs)
+    assert (blur["method"], blur["dataset"], blur["params"]) == ("blur", "synthvi", {"radius": 12.0})
+    assert (mosaic["method"], mosaic["dataset"], mosaic["params"]) == ("mosaic", "synthvi", {"block": 8})
+    assert (pf["method"], pf["dataset"]) == ("pixelfade", "market")
+    evaluation = json.loads((dirs[0] / "eval.json").read_text())["results"]
+    assert blur["eval"]["settings"]["anon2anon"]["mAP"] == evaluation["anon2anon"]["mAP"]
+    privacy = json.loads((dirs[0] / "privacy.json").read_text())
+    assert blur["privacy"]["overall"]["ssim"] == pytest.approx(np.mean([r["ssim"] for r in privacy["images"]]))
+    chaos = json.loads((dirs[0] / "chaos.json").read_text())
+    assert blur["chaos"]["overall"] == pytest.approx(np.mean([r["ad"] for r in chaos["images"]]))
+    attack = json.loads((dirs[0] / "attack.json").read_text())
+    assert blur["attack"]["overall"]["ssim"] == attack["overall"]["ssim"] and blur["missing"] == ["run.json"]
+    cells = dict(zip(COLUMNS, table_cells(mosaic)))
+    assert cells["anon2anon R1/mAP/mINP"] == cells["AD"] == cells["recovered SSIM"] == "-"
+    assert cells["SSIM"] == f"{mosaic['privacy']['overall']['ssim']:.3f}"
+    r1, m_ap, m_inp = table_cells(blur)[COLUMNS.index("anon2anon R1/mAP/mINP")].split("/")
+    assert float(m_ap) == pytest.approx(evaluation["anon2anon"]["mAP"], abs=0.05)
+
+
+def test_report_writes_json_png_and_a_self_contained_html(runs, tmp_path):
+    _, dirs = runs
+    doc = make_report(dirs, tmp_path / "rep")
+    saved = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert list(saved["datasets"]) == ["synthvi", "market"]
+    assert [r["method"] for r in saved["datasets"]["synthvi"]["rows"]] == ["blur", "mosaic"]
+    assert saved["datasets"]["market"]["grid"] is None and saved["run"]["versions"]["ppvi"]
+    assert any("mosaic (synthvi)" in n and "pixelfade (market)" in n for n in doc["notes"])
+    for png in (doc["plot"], saved["datasets"]["synthvi"]["grid"]):
+        with Image.open(png) as im:
+            im.load()
+            assert im.format == "PNG" and im.size[0] > 100
+    page = _Page()
+    page.feed((tmp_path / "rep" / "report.html").read_text(encoding="utf-8"))
+    assert page.links == [] and len(page.images) == 2  # the synthvi grid and the scatter plot
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
+            im.load()
+    rows = {r[0]: r for r in page.rows if len(r) == len(COLUMNS)}  # the main tables, not the per-modality ones
+    assert rows["mosaic"][1:5] == ["-"] * 4 and rows["pixelfade"][-5:] == ["-"] * 5
+    assert rows["blur"][COLUMNS.index("recovered SSIM")] == f"{doc['datasets']['synthvi']['rows'][0]['attack']['overall']['ssim']:.3f}"
+
+
+def test_cli_prints_json_and_refuses_bad_run_dirs(runs, tmp_path):
+    _, dirs = runs
+    ok = run_cli("--json", "report", *map(str, dirs), "--out", str(tmp_path / "rep"))
+    assert ok.returncode == 0, ok.stderr
+    assert set(json.loads(ok.stdout)["datasets"]) == {"synthvi", "market"}
+    (tmp_path / "empty").mkdir()
+    empty = run_cli("report", str(tmp_path / "empty"), "--out", str(tmp_path / "rep2"))
+    assert empty.returncode == 2 and "holds none of" in empty.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "eval.json").write_text("{not json")
+    with pytest.raises(PPVIError, match="eval.json: not readable JSON"):
+        load_run(tmp_path / "bad")
+    (tmp_path / "bad" / "eval.json").write_text(json.dumps({"protocol": "market"}))
+    with pytest.raises(PPVIError, match="no 'results' object"):
+        load_run(tmp_path / "bad")
