@@ -1,0 +1,186 @@
+"""`ppvi train generator`, `ppvi pose` and `ppvi recover`: learned anonymization around its generators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ppvi_cli.cli.app import app
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress, stderr
+from ppvi_cli.cli.train import train_app
+from ppvi_cli.errors import PPVIError
+
+RECIPES = ("securereid", "ppa")
+# Options that belong to one recipe: option -> recipe.
+_RECIPE_ONLY = {"--teacher": "ppa", "--teacher-epochs": "ppa", "--pose": "ppa", "--no-kpr": "ppa",
+                "--no-dcma": "ppa", "--no-upgrade": "securereid"}
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise PPVIError(f"invalid --input-size {text!r}: use HEIGHTxWIDTH, e.g. 256x128") from None
+    return height, width
+
+
+@train_app.command("generator")
+def train_generator(
+    ctx: typer.Context,
+    recipe: str = typer.Option(..., "--recipe", help="securereid (reversible, supervision upgradation) or ppa "
+                               "(visible-infrared: dual-stream, KPR, DCMA)."),
+    data: Path = typer.Option(..., "--data", help="Training dataset root (its train split is used)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, logs, reid.pt."),
+    data_format: str = typer.Option("auto", "--format", "-f", help="Dataset layout: auto, market1501, sysu, regdb "
+                                    "or folder."),
+    init: str = typer.Option("mosaic", "--init", help="Initial supervision: mosaic, blur or noise."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs [default: 120]; the papers' schedule scales."),
+    teacher: Path = typer.Option(None, "--teacher", help="ppa: frozen AGW teacher (a ReID checkpoint); absent: "
+                                 "trained first in this run."),
+    teacher_epochs: int = typer.Option(None, "--teacher-epochs", min=1, help="ppa: epochs of the in-run teacher "
+                                       "[default: epochs/4]."),
+    pose: str = typer.Option(None, "--pose", help="ppa: pose expert, groundtruth or yolo[:WEIGHTS] "
+                             "[default: groundtruth]."),
+    no_kpr: bool = typer.Option(False, "--no-kpr", help="ppa: drop keypoint preservation (ablation)."),
+    no_dcma: bool = typer.Option(False, "--no-dcma", help="ppa: drop cross-modal offset alignment (ablation)."),
+    no_upgrade: bool = typer.Option(False, "--no-upgrade", help="securereid: keep the desensitised supervision."),
+    input_size: str = typer.Option(None, "--input-size", help="Training size HEIGHTxWIDTH [default: 256x128]."),
+    num_downs: int = typer.Option(None, "--num-downs", help="UNet depth [default: 7, unet_128]."),
+    ngf: int = typer.Option(None, "--ngf", help="Generator width [default: 64]."),
+    ndf: int = typer.Option(None, "--ndf", help="Discriminator width [default: 64]."),
+    backbone: str = typer.Option(None, "--backbone", help="ReID backbone: resnet50, resnet18 or mobilenetv2."),
+    pretrained: str = typer.Option(None, "--pretrained", help="ReID backbone weights: imagenet, none or a path."),
+    p: int = typer.Option(None, "--p", min=1, help="Identities per batch [securereid 16, ppa 8]."),
+    k: int = typer.Option(None, "--k", min=1, help="Images per identity (per modality for ppa) [default: 4]."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate [default: 3.5e-4]."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Cap the steps of each epoch (quick runs)."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Data loading processes."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
+    device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
+) -> None:
+    """Train an anonymization generator with its ReID model (SecureReID or PPA), checkpointing every epoch."""
+    if recipe not in RECIPES:
+        raise PPVIError(f"unknown --recipe {recipe!r} (choices: {', '.join(RECIPES)})")
+    given = {"--teacher": teacher, "--teacher-epochs": teacher_epochs, "--pose": pose, "--no-kpr": no_kpr or None,
+             "--no-dcma": no_dcma or None, "--no-upgrade": no_upgrade or None}
+    for flag, value in given.items():
+        if value is not None and _RECIPE_ONLY[flag] != recipe:
+            raise PPVIError(f"{flag} applies to --recipe {_RECIPE_ONLY[flag]}, not {recipe}")
+    shared = {"epochs": epochs, "input_size": _size(input_size) if input_size else None, "num_downs": num_downs,
+              "ngf": ngf, "ndf": ndf, "backbone": backbone, "pretrained": pretrained, "p": p, "k": k, "lr": lr,
+              "max_steps": max_steps}
+    kwargs = {key: value for key, value in shared.items() if value is not None}
+    kwargs.update(data=str(data), out=str(out), format=data_format, init=init, workers=workers,
+                  seed=effective_seed(ctx, seed), device=effective_device(ctx, device))
+    if recipe == "securereid":
+        from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid
+
+        config, train = SecureReIDConfig(**kwargs, upgrade=not no_upgrade), train_securereid
+    else:
+        from ppvi_cli.train.ppa import PPAConfig, train_ppa
+
+        extra = {"teacher": str(teacher) if teacher else None, "teacher_epochs": teacher_epochs, "pose": pose}
+        config = PPAConfig(**kwargs, **{k_: v for k_, v in extra.items() if v is not None}, kpr=not no_kpr,
+                           dcma=not no_dcma)
+        train = train_ppa
+    quiet = options(ctx).quiet
+
+    def log(row: dict) -> None:
+        if not quiet:
+            stderr.print(" ".join(f"{key} {fmt(value, 4)}" for key, value in row.items()))
+
+    summary = train(config, resume=resume, on_log=log)
+
+    def human(console):
+        rows = summary["epochs"][-6:]  # the last epochs, one column each: losses are many, epochs few
+        table = Table(title=f"train generator --recipe {recipe} -> {summary['checkpoint']} (mean per epoch)")
+        table.add_column("epoch")
+        for row in rows:
+            table.add_column(str(row["epoch"]), justify="right")
+        for key in (k for k in (rows[-1] if rows else {}) if k != "epoch"):
+            table.add_row(key, *(f"{row[key]:.4g}" if key in row else "-" for row in rows))
+        console.print(table)
+        for check in summary.get("upgrade_checks", []):
+            console.print(f"epoch {check['epoch']}: psnr {check['psnr_anon']:.2f} "
+                          f"(desensitised {check['psnr_des']:.2f}), "
+                          f"ssim {check['ssim_anon']:.3f} ({check['ssim_des']:.3f}), rank-1 {check['rank1_anon']:.3f} "
+                          f"(best {check['best_rank1_before']:.3f}) -> {'upgraded' if check['upgraded'] else 'kept'}")
+        console.print(f"ReID model: {summary['reid_checkpoint']}; seed {summary['seed']}")
+        console.print("params: " + ", ".join(f"{k}={v}" for k, v in summary["params"].items()))
+        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
+
+    emit(ctx, summary, human)
+
+
+@app.command("pose")
+def pose_maps(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help="Dataset (or image folder) to run the pose expert on."),
+    out: Path = typer.Option(..., "--out", help="Folder for the guidance maps (PNG, mirrored paths)."),
+    data_format: str = typer.Option("auto", "--format", "-f", help="Dataset layout: auto, market1501, sysu, regdb "
+                                    "or folder."),
+    pose: str = typer.Option("groundtruth", "--pose", help="groundtruth, yolo or yolo:PATH_OR_NAME."),
+    radius: float = typer.Option(5.0, "--radius", min=0, help="Map radius R in pixels of each image."),
+    device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
+) -> None:
+    """Render PPA's keypoint guidance maps and report the pose expert's detection rate per modality."""
+    from ppvi_cli.pose.experts import render_pose_maps
+
+    with progress(ctx, f"pose {pose}") as bar:
+        summary = render_pose_maps(data, out, pose, data_format, radius, effective_device(ctx, device),
+                                   on_progress=bar.advance, on_total=bar.set_total)
+
+    def human(console):
+        table = Table(title=f"pose {pose} -> {summary['out']} (R = {radius:g} px)")
+        for col in ("modality", "images", "detected", "rate"):
+            table.add_column(col, justify="left" if col == "modality" else "right")
+        for modality, row in summary["detection"].items():
+            table.add_row(modality, str(row["images"]), str(row["detected"]), f"{100 * row['rate']:.2f}%")
+        console.print(table)
+        for item in summary["unreadable"]:
+            console.print(f"unreadable {item['path']}: {item['reason']}")
+        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
+
+    emit(ctx, summary, human)
+
+
+@app.command("recover")
+def recover(
+    ctx: typer.Context,
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of a SecureReID run."),
+    input_root: Path = typer.Option(..., "--input", "-i", help="Protected folder (output of anonymize --method "
+                                    "generator)."),
+    output_root: Path = typer.Option(..., "--output", "-o", help="Mirror folder for the recovered images."),
+    raw: Path = typer.Option(None, "--raw", help="Raw dataset the input mirrors: report PSNR/SSIM recovered vs raw."),
+    data_format: str = typer.Option("auto", "--format", "-f", help="Input layout: auto, market1501, sysu, regdb "
+                                    "or folder."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
+    device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
+) -> None:
+    """Authorized reversal: run SecureReID's recovery generator over a protected folder."""
+    from ppvi_cli.anonymize.generator import recover_dataset
+
+    with progress(ctx, "recover") as bar:
+        summary = recover_dataset(checkpoint, input_root, output_root, raw, data_format,
+                                  effective_device(ctx, device), batch_size, on_progress=bar.advance,
+                                  on_total=bar.set_total)
+
+    def human(console):
+        console.print(f"recovered {summary['written']} written, {summary['skipped']} skipped, "
+                      f"{len(summary['failed'])} failed -> {summary['output']} (manifest {summary['manifest']})")
+        quality = summary.get("quality")
+        if quality and quality.get("images"):
+            console.print(f"recovered vs raw over {quality['images']} images: PSNR {quality['psnr']:.2f} dB, "
+                          f"SSIM {quality['ssim']:.4f} (min {quality['psnr_min']:.2f} dB / {quality['ssim_min']:.4f})")
+        model = summary["model"]
+        console.print(f"checkpoint {model['path']} (G_Y weights {model['weights_sha256'][:12]}); versions: "
+                      + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
+
+    emit(ctx, summary, human)
+    if summary["failed"]:
+        from ppvi_cli.errors import GateFailed
+
+        raise GateFailed(f"{len(summary['failed'])} image(s) could not be read (listed in {summary['manifest']})")

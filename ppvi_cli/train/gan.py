@@ -1,0 +1,400 @@
+"""What SecureReID and PPA training share: config, schedule, GAN loss, paired data, ReID helpers.
+
+Images move through three ranges: uint8 files, `[0, 1]` floats (what the ReID model normalises
+with its own mean/std) and `[-1, 1]` (what the pix2pix generators read and write, `x * 2 - 1`).
+The supervision of the anonymization generator starts as a conventional desensitisation (mosaic,
+blur or noise) of the image resized to the training size, as SecureReID's code does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ppvi_cli.anonymize.conventional import gaussian_blur, gaussian_noise, mosaic
+from ppvi_cli.data.imageio import ImageReadError, read_image
+from ppvi_cli.data.records import Record
+from ppvi_cli.data.torch_dataset import modality_index
+from ppvi_cli.data.transforms import normalize, resize, to_tensor
+from ppvi_cli.errors import PPVIError
+from ppvi_cli.pose.maps import flip_keypoints
+from ppvi_cli.runinfo import derived_seed
+
+INITS = ("mosaic", "blur", "noise")
+# The papers' desensitisation at 256x128; other heights scale block and radius with the image.
+PAPER_BLOCK, PAPER_RADIUS, PAPER_SIGMA, PAPER_HEIGHT = 24, 12.0, 0.5, 256
+GEN_BETAS = (0.5, 0.999)  # Adam betas of the pix2pix generators and discriminators
+CENTER_LR = 0.5  # AGW updates the center-loss centers with their own SGD
+
+
+@dataclass
+class GeneratorTrainConfig:
+    """Arguments both recipes take; every field is dumped into the run's checkpoint and log.
+
+    `p` x `k`: identities per batch and images per identity (per modality for PPA). `max_steps`
+    caps the steps of an epoch (smoke tests, `--quick` benchmarks). `block`/`radius`/`sigma` are the
+    desensitisation parameters; None means the papers' values (24 px, 12 px, 0.5 at 256x128) with
+    block and radius scaled to `input_size`, so the supervision hides as much at any size.
+    """
+
+    data: str
+    out: str
+    format: str = "auto"
+    init: str = "mosaic"
+    epochs: int = 120
+    p: int = 16
+    k: int = 4
+    input_size: tuple[int, int] = (256, 128)
+    num_downs: int = 7
+    ngf: int = 64
+    ndf: int = 64
+    d_layers: int = 3
+    backbone: str = "resnet50"
+    pretrained: str = "imagenet"
+    lr: float = 3.5e-4
+    lambda_l1: float = 100.0
+    block: int | None = None
+    radius: float | None = None
+    sigma: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    max_steps: int | None = None
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        self.input_size = tuple(int(v) for v in self.input_size)
+        if self.init not in INITS:
+            raise PPVIError(f"--init {self.init!r} is not one of {', '.join(INITS)}")
+        for flag, value in (("--epochs", self.epochs), ("--p", self.p), ("--k", self.k)):
+            if value < 1:
+                raise PPVIError(f"{flag} must be >= 1, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise PPVIError(f"--max-steps must be >= 1, got {self.max_steps}")
+        step = 2 ** self.num_downs
+        if self.input_size[0] % step or self.input_size[1] % step:
+            raise PPVIError(f"--input-size {self.input_size[0]}x{self.input_size[1]} is not divisible by "
+                            f"2**num_downs = {step}; use e.g. 256x128 with 7 downs or 64x32 with 5")
+        scale = self.input_size[0] / PAPER_HEIGHT
+        self.block = self.block if self.block is not None else max(1, round(PAPER_BLOCK * scale))
+        self.radius = self.radius if self.radius is not None else PAPER_RADIUS * scale
+        self.sigma = self.sigma if self.sigma is not None else PAPER_SIGMA
+
+    def generator_kwargs(self) -> dict:
+        return {"in_channels": 3, "out_channels": 3, "num_downs": self.num_downs, "ngf": self.ngf}
+
+    def discriminator_kwargs(self) -> dict:
+        return {"in_channels": 6, "ndf": self.ndf, "n_layers": self.d_layers}
+
+
+def lr_factor(epoch: int, epochs: int) -> float:
+    """The papers' schedule (of 120 epochs) scaled to `epochs`; `epoch` counts from 0.
+
+    Linear warm-up from 0.1 to 1 over the first 10/120 of training, x0.1 from 40/120, x0.01 from 80/120;
+    the first epoch always runs at the full rate after any warm-up and each decay gets an epoch, so
+    a 1- or 2-epoch run still learns.
+    """
+    warm = round(10 * epochs / 120)
+    first = max(warm + 1, round(40 * epochs / 120))
+    second = max(first + 1, round(80 * epochs / 120))
+    if epoch < warm:
+        return 0.1 + 0.9 * epoch / warm
+    return 1.0 if epoch < first else 0.1 if epoch < second else 0.01
+
+
+def set_lr(optimizers: Sequence[torch.optim.Optimizer], lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """pix2pix's vanilla GAN loss: BCE of every patch logit against all-real or all-fake."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def set_requires_grad(modules: Sequence[nn.Module], flag: bool) -> None:
+    for module in modules:
+        module.requires_grad_(flag)
+
+
+def to_gan(images01: torch.Tensor) -> torch.Tensor:
+    """`[0, 1]` -> the generators' `[-1, 1]`."""
+    return images01 * 2.0 - 1.0
+
+
+def from_gan(images: torch.Tensor) -> torch.Tensor:
+    """The generators' `[-1, 1]` -> `[0, 1]`, clamped."""
+    return ((images + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def to_uint8(images01: torch.Tensor) -> np.ndarray:
+    """`[B, 3, H, W]` in [0, 1] -> uint8 `[B, H, W, 3]` (round half up), as files store them."""
+    return (images01.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def desensitize(pixels: np.ndarray, config: GeneratorTrainConfig, seed: int) -> np.ndarray:
+    """The conventional supervision image of uint8 `pixels` `[H, W, 3]` (noise drawn from `seed`)."""
+    if config.init == "mosaic":
+        return mosaic(pixels, config.block)
+    if config.init == "blur":
+        return gaussian_blur(pixels, config.radius)
+    return gaussian_noise(pixels, config.sigma, np.random.default_rng(seed))
+
+
+class PairedImages(Dataset):
+    """Item i -> `(raw [3, H, W], supervision [3, H, W], label, modality, keypoints [17, 3], i)`.
+
+    Images are in [0, 1] at `config.input_size`; the supervision is the desensitised raw image.
+    With `train` set, a horizontal flip drawn from `(seed, epoch, i)` is applied to the image, its
+    supervision and its keypoints alike (the pairs must stay aligned, so no crop or erasing).
+    `keypoints` `[N, 17, 3]` are in pixels of the input size (zeros when the recipe has none).
+    """
+
+    def __init__(self, records: Sequence[Record], config: GeneratorTrainConfig, labels: dict[int, int] | None,
+                 keypoints: np.ndarray | None = None, train: bool = False):
+        self.records, self.config, self.labels, self.train = list(records), config, labels, train
+        self.keypoints = keypoints if keypoints is not None else np.zeros((len(self.records), 17, 3), np.float32)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        rec, cfg = self.records[i], self.config
+        try:
+            raw = resize(to_tensor(read_image(rec.path)), cfg.input_size)
+        except ImageReadError as exc:
+            raise PPVIError(f"cannot read training image {exc.path}: {exc.reason}") from None
+        pixels = to_uint8(raw[None])[0]
+        raw = to_tensor(pixels)  # the 8-bit image the metrics compare against
+        sup = to_tensor(desensitize(pixels, cfg, derived_seed(cfg.seed, f"supervision/{rec.relpath}")))
+        kps = self.keypoints[i]
+        if self.train and derived_seed(cfg.seed, f"flip/{self.epoch}/{i}") & 1:
+            raw, sup, kps = raw.flip(-1), sup.flip(-1), flip_keypoints(kps, cfg.input_size[1])
+        label = self.labels[rec.pid] if self.labels is not None else -1
+        return raw, sup, label, modality_index(rec), torch.as_tensor(kps, dtype=torch.float32), i
+
+
+def loader(dataset: PairedImages, batch_sampler=None, batch_size: int = 64, workers: int = 0):
+    from torch.utils.data import DataLoader
+
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def train_records(data: str, fmt: str) -> tuple[list[Record], str]:
+    """The records of a dataset's `train` split and the format read."""
+    from ppvi_cli.data.readers import load_dataset
+
+    dataset = load_dataset(data, fmt)
+    if not dataset.splits.get("train"):
+        raise PPVIError(f"--data {data}: the {dataset.format} dataset has no 'train' split "
+                        f"(splits: {', '.join(k for k, v in dataset.splits.items() if v) or 'none'})")
+    return dataset.splits["train"], dataset.format
+
+
+@dataclass
+class ReIDParts:
+    """A ReID model with its AGW loss and optimizers (Adam for the model, SGD for the centers)."""
+
+    model: nn.Module
+    config: object
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    center_optimizer: torch.optim.Optimizer
+
+    def step(self) -> None:
+        """One update after `backward`: AGW divides the center gradients by the loss weight first."""
+        self.optimizer.step()
+        for param in self.loss.center.parameters():
+            if param.grad is not None:
+                param.grad.mul_(1.0 / self.loss.center_weight)
+        self.center_optimizer.step()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.center_optimizer.zero_grad(set_to_none=True)
+
+
+def build_reid(config: GeneratorTrainConfig, num_classes: int, dual_stream: bool, device) -> ReIDParts:
+    """An AGW ReID model for the training input size, pretrained as `config.pretrained` says."""
+    from ppvi_cli.models.config import ModelConfig
+    from ppvi_cli.models.pretrained import load_pretrained
+    from ppvi_cli.models.reid import build_model
+    from ppvi_cli.train.losses import AGWLoss
+
+    model_config = ModelConfig(num_classes=num_classes, backbone=config.backbone, dual_stream=dual_stream,
+                               input_size=config.input_size)
+    model = build_model(model_config)
+    load_pretrained(model, config.pretrained)
+    model.to(device)
+    loss = AGWLoss(num_classes, model_config.feat_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=5e-4)
+    center_optimizer = torch.optim.SGD(loss.center.parameters(), lr=CENTER_LR)
+    return ReIDParts(model, model_config, loss, optimizer, center_optimizer)
+
+
+def reid_input(images01: torch.Tensor, model_config) -> torch.Tensor:
+    """`[B, 3, H, W]` in [0, 1] -> the ReID model's normalised input."""
+    return normalize(images01, model_config.mean, model_config.std)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images01: torch.Tensor, modality: torch.Tensor, model_config) -> torch.Tensor:
+    """Retrieval features `[B, D]` (BNNeck, eval mode) of images in [0, 1]; restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    feats = model.extract(reid_input(images01, model_config), modality)
+    model.train(was_training)
+    return feats
+
+
+def run_epochs(start: int, epochs: int, one_epoch: Callable[[int], dict], seed: int) -> None:
+    """Drive epochs `start..epochs-1`; each starts from a torch seed derived from (seed, epoch), so a
+    resumed run draws what an uninterrupted one would."""
+    for epoch in range(start, epochs):
+        torch.manual_seed(derived_seed(seed, f"epoch/{epoch}") % 2**63)
+        one_epoch(epoch)
+
+
+# --- run checkpoints: everything to resume training and to run inference, in one verified file ---
+
+FORMAT = "ppvi-generator-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+# Fields that may change between a run and its resume (where it runs, how it logs).
+RESUMABLE = ("device", "workers", "log_every", "out")
+
+
+def build_net(kind: str, kwargs: dict, reid_config: dict | None = None) -> nn.Module:
+    """A freshly built network of a checkpoint entry; `reid_config` (a ModelConfig dict) for kind reid."""
+    from ppvi_cli.models.config import ModelConfig
+    from ppvi_cli.models.dual_unet import DualUNetGenerator
+    from ppvi_cli.models.mask_head import MaskHead
+    from ppvi_cli.models.reid import build_model
+    from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator
+    from ppvi_cli.train.losses import AGWLoss
+
+    builders = {"unet": UNetGenerator, "dual_unet": DualUNetGenerator, "patch": PatchDiscriminator,
+                "mask_head": MaskHead, "agw_loss": AGWLoss}
+    if kind == "reid":
+        return build_model(ModelConfig(**reid_config))
+    if kind not in builders:
+        raise PPVIError(f"unknown network kind {kind!r} in a generator checkpoint (written by a newer ppvi?)")
+    return builders[kind](**kwargs)
+
+
+def save_run(path, recipe: str, config: GeneratorTrainConfig, epoch: int,
+             nets: dict[str, tuple[str, dict, nn.Module]], reid_config: dict,
+             optimizers: dict[str, torch.optim.Optimizer], state: dict) -> dict[str, str]:
+    """Write a run checkpoint atomically; returns the SHA-256 of each network's weights.
+
+    `nets` maps a name to `(kind, constructor kwargs, module)`; `epoch` is the number of finished
+    epochs; `state` holds the recipe's plain bookkeeping (upgrade state, history). Tensors and plain
+    values only, so it loads with `torch.load(weights_only=True)`.
+    """
+    from dataclasses import asdict
+
+    from ppvi_cli import __version__
+    from ppvi_cli.atomic import atomic_open
+    from ppvi_cli.models.checkpoint import state_dict_sha256
+
+    entries = {}
+    for name, (kind, kwargs, module) in nets.items():
+        weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        entries[name] = {"kind": kind, "kwargs": dict(kwargs), "state_dict": weights,
+                         "sha256": state_dict_sha256(weights)}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "ppvi_version": __version__, "recipe": recipe,
+               "config": asdict(config), "epoch": epoch, "reid_config": reid_config, "nets": entries,
+               "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()}, "state": state}
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
+    return {name: entry["sha256"] for name, entry in entries.items()}
+
+
+def load_run(path, map_location="cpu") -> dict:
+    """Read and verify a run checkpoint (format, version, every network's SHA-256); PPVIError naming the file."""
+    from pathlib import Path
+
+    from ppvi_cli.models.checkpoint import describe_load_error, state_dict_sha256
+
+    path = Path(path)
+    if not path.is_file():
+        raise PPVIError(f"generator checkpoint {path}: no such file (the checkpoint.pt in a `ppvi train generator` "
+                        "--out folder)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip, pickle and storage errors all mean the bytes are not a checkpoint
+        raise PPVIError(f"generator checkpoint {path}: cannot be read (truncated or corrupt file?): "
+                        f"{describe_load_error(err)}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise PPVIError(f"{path} is not a ppvi generator checkpoint (pass the checkpoint.pt of a "
+                        "`ppvi train generator` run)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise PPVIError(f"generator checkpoint {path}: format version {payload.get('format_version')!r} is not "
+                        f"{FORMAT_VERSION}; use the ppvi version that wrote it ({payload.get('ppvi_version')})")
+    for name, entry in payload["nets"].items():
+        if state_dict_sha256(entry["state_dict"]) != entry["sha256"]:
+            raise PPVIError(f"generator checkpoint {path}: weights of {name!r} do not match their SHA-256 "
+                            "(file corrupted or edited); re-copy or re-train it")
+    payload["path"] = str(path)
+    return payload
+
+
+def restore_net(payload: dict, name: str, device="cpu") -> nn.Module:
+    """The network `name` of a loaded checkpoint, weights in place, on `device`, in eval mode."""
+    entry = payload["nets"].get(name)
+    if entry is None:
+        raise PPVIError(f"generator checkpoint {payload.get('path')}: holds no {name!r} network "
+                        f"(a {payload.get('recipe')} run has {', '.join(payload['nets'])})")
+    net = build_net(entry["kind"], entry["kwargs"], payload.get("reid_config"))
+    net.load_state_dict(entry["state_dict"])
+    return net.to(device).eval()
+
+
+def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:
+    """The checkpoint to continue from (`resume`), or None for a fresh run into an unused `out`."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    path = Path(out) / CHECKPOINT
+    if not resume:
+        if path.exists():
+            raise PPVIError(f"{out} already holds a run ({path}); pass --resume to continue it or choose a new --out")
+        return None
+    if not path.exists():
+        raise PPVIError(f"--resume: {path} not found; start the run without --resume")
+    payload = load_run(path, map_location=device)
+    if payload["recipe"] != recipe:
+        raise PPVIError(f"--resume: {path} is a {payload['recipe']} run, not {recipe}")
+    old, new = payload["config"], asdict(config)
+    changed = sorted(k for k in new if k not in RESUMABLE and not _plain_eq(old.get(k), new[k]))
+    if changed:
+        raise PPVIError(f"--resume: {', '.join(changed)} differ from the run in {out} "
+                        f"({', '.join(f'{k}={old.get(k)!r}' for k in changed)}); resume with the same arguments")
+    return payload
+
+
+def _plain_eq(a, b) -> bool:
+    """Equality across a JSON/pickle round trip (tuples come back as lists)."""
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def write_jsonl(path, rows: Sequence[dict]) -> None:
+    """Rewrite a whole JSON-lines log atomically (rows come from the checkpoint, so a resume never
+    leaves rows of epochs it redoes)."""
+    import json
+
+    from ppvi_cli.data.imageio import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
