@@ -45,8 +45,15 @@ def test_library_example(tmp_path):
 def test_demo_writes_tables_and_a_decodable_grid(tmp_path):
     from ppvi_cli.demo import DemoConfig, run_demo
 
-    results = run_demo(tmp_path / "demo", DemoConfig(ids=4, images_per_camera=1, height=64, width=32))
-    assert set(results["methods"]) == {"raw", "mosaic", "blur", "noise"}
+    config = DemoConfig(ids=4, images_per_camera=1, height=64, width=32, pixelfade={"steps": 12}, trials=2,
+                        attack_epochs=1, attack_ngf=4)
+    results = run_demo(tmp_path / "demo", config, device="cpu")
+    assert set(results["methods"]) == {"raw", "mosaic", "blur", "noise", "pixelfade"}
+    for name in ("mosaic", "blur", "noise", "pixelfade"):
+        assert set(results["methods"][name]["eval"]) == {"raw2raw", "raw2anon", "anon2raw", "anon2anon"}
+        assert set(results["methods"][name]["attack"]) == {"visible", "infrared"}
+    html = Path(results["report"]).read_text(encoding="utf-8")
+    assert "pixelfade" in html and "data:image/png;base64," in html
     for name in ("mosaic", "blur", "noise"):
         assert set(results["methods"][name]["privacy"]) == {"visible", "infrared"}
     # the papers' ordering: noise is far more chaotic (lower AD) than blur and mosaic
@@ -57,5 +64,5 @@ def test_demo_writes_tables_and_a_decodable_grid(tmp_path):
         assert grid.size[0] > 4 * 16 and grid.size[1] > 6 * 32
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["images"] == 4 * 6
-    again = run_demo(tmp_path / "demo", DemoConfig(ids=4, images_per_camera=1, height=64, width=32))
+    again = run_demo(tmp_path / "demo", config, device="cpu")
     assert again["methods"]["noise"]["privacy"] == results["methods"]["noise"]["privacy"]

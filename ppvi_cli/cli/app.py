@@ -45,9 +45,28 @@ def main_options(
     ctx.obj = GlobalOptions(json=json_output, debug=debug, quiet=quiet, device=device, seed=seed)
 
 
+# One module per command group, one name per line.
+COMMAND_MODULES = (
+    "anonymize",
+    "attack",
+    "data",
+    "demo",
+    "evaluate",
+    "features",
+    "generator",
+    "leak",
+    "measure",
+    "report",
+    "train",
+)
+
+
 def _register() -> None:
     # Each module adds its commands to `app`; imports stay light (torch only inside commands).
-    from ppvi_cli.cli import anonymize, data, demo, evaluate, measure  # noqa: F401
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"ppvi_cli.cli.{name}")
 
 
 _register()
