@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a privacy tool must not print tensors or people's image paths
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",  # docstrings reflow as paragraphs
 )
 
 
