@@ -79,8 +79,9 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_ends_with_the_same_weights(synth, tmp_path):
-    config = dict(data=synth, epochs=2, lr=1e-3, warmup_epochs=0, **TINY)
+@pytest.mark.parametrize("recipe", ["agw", "pepr"])
+def test_resume_after_a_kill_ends_with_the_same_weights(synth, tmp_path, recipe):
+    config = dict(data=synth, epochs=2, lr=1e-3, warmup_epochs=0, recipe=recipe, **TINY)
     train_reid(TrainConfig(out=tmp_path / "straight", **config))
 
     def kill_in_epoch_2(done, total, info):
@@ -105,6 +106,23 @@ def test_resume_after_a_kill_ends_with_the_same_weights(synth, tmp_path):
         [{k: v for k, v in r.items() if k not in drop} for r in _log(tmp_path / "straight")]
     with pytest.raises(PPVIError, match="other arguments.*epochs: 2 -> 3"):
         train_reid(TrainConfig(out=tmp_path / "killed", resume=True, **{**config, "epochs": 3}))
+
+
+def test_pepr_recipe_trains_decoder_and_adversary_with_the_encoder(synth, tmp_path):
+    out = tmp_path / "pepr"
+    summary = train_reid(TrainConfig(data=synth, out=out, recipe="pepr", epochs=6, lr=1e-3, warmup_epochs=0,
+                                     augment=False, **TINY))
+    log = _log(out)
+    assert summary["params"]["recipe"] == "pepr"
+    assert {"triplet", "deid", "adv_id", "adversary"} <= log[0].keys() and "id" not in log[0]
+    assert all(np.isfinite([row[k] for row in log for k in ("loss", "triplet", "deid", "adv_id")]))
+    assert log[-1]["deid"] < 0.9 * log[0]["deid"]  # the decoder learns to redraw the pixelated input
+    assert all(row["adv_id"] >= 0 for row in log)  # a KL divergence to the uniform posterior
+    state = torch.load(out / "state-0006.pt", weights_only=False)
+    assert state["center_optimizer"] is None
+    assert any(k.startswith("decoder.") for k in state["loss"]) and "adv_id.classifier.weight" in state["loss"]
+    with pytest.raises(PPVIError, match="--recipe"):
+        train_reid(TrainConfig(data=synth, out=tmp_path / "bad", recipe="arcface", epochs=1, **TINY))
 
 
 def _mirror(raw: Path, anon: Path, edit) -> Path:

@@ -33,6 +33,8 @@ def reid(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: last.pt, run.json, train_log.jsonl, summary.json"),
     fmt_name: str = typer.Option("auto", "--format", "-f", help="Layout: auto, market1501, sysu, regdb or folder."),
     anon: Path = typer.Option(None, "--anon", help="Anonymized mirror of --data: hybrid training L(x) + L(anon(x))."),
+    recipe: str = typer.Option("agw", "--recipe", help="agw (CE-LS + WRT triplet + center) or pepr (PEPR-Net: "
+                               "triplet + De-ID decoder + adversarial identity)."),
     backbone: str = typer.Option("resnet50", "--backbone", help="resnet50 (AGW), resnet18 or mobilenetv2."),
     pretrained: str = typer.Option("imagenet", "--pretrained", help="imagenet, none, or a torchvision state dict."),
     dual_stream: bool = typer.Option(None, "--dual-stream/--single-stream",
@@ -49,10 +51,13 @@ def reid(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
 ) -> None:
-    """Train an AGW ReID model; checkpoints every epoch to OUT/last.pt. Under torchrun it trains with DDP."""
+    """Train a ReID model (AGW, or PEPR-Net's privacy-enhancing objective with `--recipe pepr`).
+
+    Checkpoints every epoch to OUT/last.pt; `--resume` continues a killed run. Under torchrun it trains with DDP.
+    """
     from ppvi_cli.train.trainer import TrainConfig, train_reid
 
-    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, backbone=backbone, dual_stream=dual_stream,
+    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe, backbone=backbone, dual_stream=dual_stream,
                          pretrained=pretrained, epochs=epochs, p=p, k=k, optimizer=optimizer, lr=lr,
                          input_size=parse_size(size), augment=augment, seed=effective_seed(ctx, seed),
                          device=effective_device(ctx, device), workers=workers, resume=resume)
@@ -70,9 +75,10 @@ def reid(
     def human(console):
         final = summary["final"] or {}
         table = Table(title=f"train reid -> {summary['checkpoint']}")
-        for col in ("epoch", "lr", "loss", "id", "triplet", "acc", "images/s"):
+        parts = ("id", "triplet", "acc") if summary["params"]["recipe"] == "agw" else ("triplet", "deid", "adv_id")
+        for col in ("epoch", "lr", "loss", *parts, "images/s"):
             table.add_column(col, justify="right")
-        cells = [fmt(final.get(key)) for key in ("epoch", "loss", "id", "triplet", "acc", "images_per_s")]
+        cells = [fmt(final.get(key)) for key in ("epoch", "loss", *parts, "images_per_s")]
         table.add_row(cells[0], f"{final.get('lr', 0.0):.2e}", *cells[1:])
         console.print(table)
         params = summary["params"]

@@ -4,6 +4,8 @@ One step: a PK batch (P ids x K images, per modality for VI data) -> model -> AG
 (label-smoothed CE + WRT triplet + 0.0005 center). Hybrid (SecureReID) training adds the same loss on
 the anonymized twins of the same batch: L_AGW(x) + L_AGW(anon(x)), one forward over both forms (so
 DDP sees one forward per step and BatchNorm sees both forms, as a joint batch would).
+`recipe="pepr"` swaps the AGW loss for PEPR-Net's (triplet + De-ID decoder + Adv-ID, `train/pepr.py`):
+the decoder and the identity adversary train in the same optimizer as the encoder.
 Optimizer: Adam 3.5e-4, weight decay 5e-4 (AGW's single-modality recipe, also used here for VI
 because it trains from scratch reliably); `optimizer="sgd"` is the VI baseline's SGD (lr 0.1,
 momentum 0.9, Nesterov). The center loss's centers have their own SGD (lr 0.5) with gradients
@@ -36,12 +38,14 @@ from ppvi_cli.models.pretrained import load_pretrained
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import seed_everything, stamp
 from ppvi_cli.train.losses import AGWLoss
+from ppvi_cli.train.pepr import PEPRLoss
 from ppvi_cli.train.sampler import PKBatchSampler
 from ppvi_cli.train.schedule import StepSchedule
 from ppvi_cli.train.trainer_data import VI_FORMATS, TrainImages, check_mirror, default_splits, training_records
 from ppvi_cli.train.trainer_run import RunDir, write_json
 
 DEFAULT_LR = {"adam": 3.5e-4, "sgd": 0.1}
+RECIPES = ("agw", "pepr")
 ProgressFn = Callable[[int, int, dict], None]  # (steps done, total steps, latest step's losses)
 
 
@@ -53,6 +57,7 @@ class TrainConfig:
     out: Path
     format: str = "auto"
     anon: Path | None = None  # anonymized mirror of `data`: hybrid training when given
+    recipe: str = "agw"  # agw | pepr: the training objective
     backbone: str = "resnet50"
     dual_stream: bool | None = None  # None: on for VI formats (sysu, regdb)
     pretrained: str = "imagenet"  # imagenet | none | path to a torchvision state dict
@@ -76,6 +81,8 @@ class TrainConfig:
         for name, value, least in (("epochs", self.epochs, 1), ("p", self.p, 2), ("k", self.k, 1)):
             if value < least:
                 raise PPVIError(f"--{name} must be at least {least}, got {value}")
+        if self.recipe not in RECIPES:
+            raise PPVIError(f"unknown --recipe {self.recipe!r} (choices: {', '.join(RECIPES)})")
         if self.optimizer not in DEFAULT_LR:
             raise PPVIError(f"unknown --optimizer {self.optimizer!r} (choices: {', '.join(DEFAULT_LR)})")
         if self.workers < 0 or self.weight_decay < 0 or self.center_lr < 0:
@@ -135,16 +142,27 @@ def resolve(config: TrainConfig, dataset_format: str, modalities: set[str]) -> T
                    splits=tuple(config.splits or default_splits(dataset_format)))
 
 
-def _optimizers(config: TrainConfig, model: torch.nn.Module, loss_fn: AGWLoss):
+def _objective(config: TrainConfig, model_config: ModelConfig) -> AGWLoss | PEPRLoss:
+    if config.recipe == "pepr":
+        return PEPRLoss(model_config.feat_dim, model_config.num_classes)
+    return AGWLoss(model_config.num_classes, model_config.feat_dim)
+
+
+def _optimizers(config: TrainConfig, model: torch.nn.Module, loss_fn: AGWLoss | PEPRLoss):
+    """`(main optimizer, center-loss SGD or None)`; PEPR's decoder and adversary join the main one."""
     params = [p for p in model.parameters() if p.requires_grad]  # the BNNeck shift is frozen
+    if isinstance(loss_fn, PEPRLoss):
+        params += list(loss_fn.parameters())
     if config.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+    if isinstance(loss_fn, PEPRLoss):
+        return opt, None
     return opt, torch.optim.SGD(loss_fn.center.parameters(), lr=config.center_lr)
 
 
-def _step(net, loss_fn: AGWLoss, batch, model_config: ModelConfig, device: torch.device):
+def _step(net, loss_fn: AGWLoss | PEPRLoss, batch, model_config: ModelConfig, device: torch.device):
     """Loss of one batch `(images [B, F, 3, H, W], labels [B], modalities [B], idx)` summed over its F forms."""
     images, labels, modalities, _ = batch
     forms, b = images.shape[1], images.shape[0]
@@ -155,12 +173,15 @@ def _step(net, loss_fn: AGWLoss, batch, model_config: ModelConfig, device: torch
     total, stats = 0.0, defaultdict(float)
     for f, name in zip(range(forms), ("raw", "anon")):
         rows = slice(f * b, (f + 1) * b)
-        loss, parts = loss_fn(global_feat[rows], logits[rows], labels)
+        if isinstance(loss_fn, PEPRLoss):  # no identity head: the De-ID target is the input itself
+            loss, parts = loss_fn(global_feat[rows], x[rows], labels)
+        else:
+            loss, parts = loss_fn(global_feat[rows], logits[rows], labels)
+            stats["acc"] += float((logits[rows].argmax(1) == labels).float().mean()) / forms
         total = total + loss
         stats[f"loss_{name}"] = float(loss.detach())
         for key, value in parts.items():
             stats[key] += float(value)
-        stats["acc"] += float((logits[rows].argmax(1) == labels).float().mean()) / forms
     stats["loss"] = float(total.detach())
     return total, stats
 
@@ -208,12 +229,13 @@ def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None) ->
     start = 0 if state is None else state["epoch"]
     log_rows = run.read_log(start)
     model.to(group.device).train()
-    loss_fn = AGWLoss(data.num_classes, model_config.feat_dim).to(group.device)
+    loss_fn = _objective(config, model_config).to(group.device)
     optimizer, center_optimizer = _optimizers(config, model, loss_fn)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        center_optimizer.load_state_dict(state["center_optimizer"])
-        loss_fn.load_state_dict(state["center_loss"])
+        if center_optimizer is not None:
+            center_optimizer.load_state_dict(state["center_optimizer"])
+        loss_fn.load_state_dict(state["loss"])
         torch.set_rng_state(state["torch_rng"])
     net = model
     if group.world > 1:
@@ -234,15 +256,17 @@ def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None) ->
         sums, steps, t0 = defaultdict(float), 0, time.perf_counter()
         for batch in loader:
             optimizer.zero_grad(set_to_none=True)
-            center_optimizer.zero_grad(set_to_none=True)
+            if center_optimizer is not None:
+                center_optimizer.zero_grad(set_to_none=True)
             loss, stats = _step(net, loss_fn, batch, model_config, group.device)
             if not math.isfinite(stats["loss"]):
                 raise PPVIError(f"the training loss became {stats['loss']} at epoch {epoch + 1}; "
                                 f"lower --lr (now {lr:g})")
             loss.backward()
-            _center_grads(loss_fn, group.world)
+            _loss_grads(loss_fn, group.world)
             optimizer.step()
-            center_optimizer.step()
+            if center_optimizer is not None:
+                center_optimizer.step()
             steps, done = steps + 1, done + 1
             sums["images"] += batch[0].shape[0] * batch[0].shape[1]
             for key, value in stats.items():
@@ -283,12 +307,13 @@ def _restore_or_build(run: RunDir, resuming: bool, model_config: ModelConfig, pr
     return model, None, load_pretrained(model, pretrained)
 
 
-def _center_grads(loss_fn: AGWLoss, world: int) -> None:
-    """Undo the 0.0005 weight on the centers' gradient (AGW); average it over DDP ranks."""
-    for param in loss_fn.center.parameters():
+def _loss_grads(loss_fn: AGWLoss | PEPRLoss, world: int) -> None:
+    """Average the loss module's own gradients over DDP ranks (DDP wraps only the model); for AGW
+    first undo the 0.0005 weight on the centers' gradient, as AGW does."""
+    for param in loss_fn.parameters():
         if param.grad is None:
             continue
-        if loss_fn.center_weight > 0:
+        if isinstance(loss_fn, AGWLoss) and loss_fn.center_weight > 0:
             param.grad.mul_(1.0 / loss_fn.center_weight)
         if world > 1:
             dist.all_reduce(param.grad)
@@ -299,8 +324,9 @@ def _save_epoch(run: RunDir, model, model_config, args, epoch, log_rows, optimiz
     """Log, then resume state, then weights: a kill between any two leaves a consistent last.pt."""
     run.write_log(log_rows)
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    run.save_state(epoch, {"optimizer": optimizer.state_dict(), "center_optimizer": center_optimizer.state_dict(),
-                           "center_loss": {k: v.cpu() for k, v in loss_fn.state_dict().items()},
+    run.save_state(epoch, {"optimizer": optimizer.state_dict(),
+                           "center_optimizer": None if center_optimizer is None else center_optimizer.state_dict(),
+                           "loss": {k: v.cpu() for k, v in loss_fn.state_dict().items()},
                            "torch_rng": torch.get_rng_state(), "weights_sha256": state_dict_sha256(weights)})
     save_checkpoint(run.last, model, model_config, args, extra={"epoch": epoch, "epochs": args["epochs"]})
     run.drop_states_before(epoch)
