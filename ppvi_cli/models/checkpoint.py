@@ -63,6 +63,19 @@ def describe_load_error(err: Exception) -> str:
     return f"{type(err).__name__}: {first}"[:200]
 
 
+def read_torch_file(path: str | Path, label: str, hint: str = "", map_location="cpu"):
+    """`torch.load(path, weights_only=True)`, or one PPVIError `"{label}: cannot be read ...{hint}"`.
+
+    Every ppvi file (checkpoints, resume states, pretrained weights) holds tensors and plain values
+    only, so a pickle needing more is as unreadable as a truncated zip: one message covers both.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip, pickle and storage errors all mean the bytes are not what was asked for
+        raise PPVIError(f"{label}: cannot be read (truncated or corrupt file?): {describe_load_error(err)}{hint}") \
+            from err
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, train_args: dict,
                     extra: dict | None = None) -> str:
     """Write `model`'s checkpoint to `path` atomically (temp file + rename); returns its SHA-256.
@@ -99,11 +112,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise PPVIError(f"checkpoint {path}: no such file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # zip, pickle and storage errors all mean the bytes are not a checkpoint
-        raise PPVIError(f"checkpoint {path}: cannot be read (truncated or corrupt file?): "
-                        f"{describe_load_error(err)}") from err
+    payload = read_torch_file(path, f"checkpoint {path}", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PPVIError(f"checkpoint {path}: not a ppvi ReID checkpoint (a raw state dict? pass it with "
                         "--pretrained PATH instead)")

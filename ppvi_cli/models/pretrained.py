@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.models.checkpoint import describe_load_error
+from ppvi_cli.models.checkpoint import read_torch_file
 from ppvi_cli.models.reid import ReIDModel
 
 _STRIPPED_PREFIXES = ("module.", "features.")
@@ -64,11 +64,7 @@ def _imagenet_state_dict(model: ReIDModel) -> dict[str, torch.Tensor]:
 def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise PPVIError(f"--pretrained {path}: no such file (use 'imagenet', 'none' or a state-dict path)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling/zip failure means the file is not a usable state dict
-        reason = describe_load_error(err)
-        raise PPVIError(f"--pretrained {path}: cannot be read as a torch state dict ({reason})") from err
+    state = read_torch_file(path, f"--pretrained {path}")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a ppvi checkpoint or a training framework's wrapper
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -36,7 +36,7 @@ from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.imageio import write_text_atomic
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
-from ppvi_cli.models.checkpoint import describe_load_error, state_dict_sha256
+from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
 from ppvi_cli.models.unet import UNetGenerator, init_weights
 from ppvi_cli.runinfo import derived_seed, stamp
 from ppvi_cli.train.attack_data import (PUBLIC_SPLITS, TEST_SPLITS, PairImages, attack_splits, load_pair,
@@ -156,11 +156,7 @@ def save_attack_checkpoint(path: Path, model: nn.Module, optimizer, epoch: int, 
 
 def load_attack_checkpoint(path: Path, params: dict) -> dict:
     """The checkpoint's payload, refused when damaged or made with other settings."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip, pickle and storage errors all mean the bytes are not a checkpoint
-        raise PPVIError(f"--resume: {path} cannot be read: {describe_load_error(err)}; "
-                        "delete it to start over") from err
+    payload = read_torch_file(path, f"--resume: {path}", hint="; delete it to start over")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PPVIError(f"--resume: {path} is not a ppvi attack checkpoint")
     if state_dict_sha256(payload["state_dict"]) != payload.get("sha256"):

@@ -325,17 +325,13 @@ def load_run(path, map_location="cpu") -> dict:
     """Read and verify a run checkpoint (format, version, every network's SHA-256); PPVIError naming the file."""
     from pathlib import Path
 
-    from ppvi_cli.models.checkpoint import describe_load_error, state_dict_sha256
+    from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
 
     path = Path(path)
     if not path.is_file():
         raise PPVIError(f"generator checkpoint {path}: no such file (the checkpoint.pt in a `ppvi train generator` "
                         "--out folder)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # zip, pickle and storage errors all mean the bytes are not a checkpoint
-        raise PPVIError(f"generator checkpoint {path}: cannot be read (truncated or corrupt file?): "
-                        f"{describe_load_error(err)}") from err
+    payload = read_torch_file(path, f"generator checkpoint {path}", map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PPVIError(f"{path} is not a ppvi generator checkpoint (pass the checkpoint.pt of a "
                         "`ppvi train generator` run)")

@@ -20,7 +20,7 @@ import torch
 
 from ppvi_cli.atomic import atomic_open
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.models.checkpoint import describe_load_error
+from ppvi_cli.models.checkpoint import read_torch_file
 from ppvi_cli.runinfo import stamp
 
 RUN_FORMAT = "ppvi-train-run"
@@ -86,11 +86,7 @@ class RunDir:
         if not path.is_file():
             raise PPVIError(f"--resume {self.out}: {path.name} (optimizer state for last.pt's epoch {epoch}) "
                             "is missing; cannot continue exactly, start a new --out")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # truncated or foreign files all mean: no usable state
-            raise PPVIError(f"--resume {path}: cannot be read (truncated or corrupt file?): "
-                            f"{describe_load_error(err)}") from err
+        state = read_torch_file(path, f"--resume {path}")
         if not isinstance(state, dict) or state.get("epoch") != epoch or state.get("weights_sha256") != weights_sha256:
             raise PPVIError(f"--resume {path}: does not belong to last.pt (epoch or weights differ); "
                             "start a new --out")
