@@ -91,11 +91,11 @@ class Canvas:
 
 
 def garment_fill(g: Garment, x0: float, y0: float, scale: float, tint: np.ndarray | None = None) -> Fill:
-    """Colour of a garment at each pixel: its pattern (stripes, checks) anchored at `(x0, y0)` pixels.
+    """Colour and IR level of a garment at each pixel: its pattern (stripes, checks) anchored at `(x0, y0)` pixels.
 
-    The pattern is dye, not material: the heat layer stays uniform.
+    The pattern switches all four layers together, so stripes and checks show in both modalities.
     """
-    base, second = rgbh(g.colour, g.heat), rgbh(g.second, g.heat)
+    base, second = rgbh(g.colour, g.heat), rgbh(g.second, g.second_heat)
     if tint is not None:
         base, second = base * tint, second * tint
     period = max(2.0, g.period * scale)
@@ -140,7 +140,7 @@ def _leg(cv: Canvas, idn: Identity, kp: np.ndarray, side: str, r: float, facing:
     cv.capsule(kn, an, 0.8 * r, 0.6 * r, leg)
     if idn.bottom_kind == "shorts":
         cv.capsule(hp, hp + 0.6 * (kn - hp), 1.1 * r, 1.0 * r, cloth)
-    shoe = rgbh(idn.shoes, 0.28) * tint
+    shoe = rgbh(idn.shoes, idn.shoes_heat) * tint
     if facing:
         cv.ellipse(an + (facing * 0.5 * r, 0.35 * r), 1.05 * r, 0.5 * r, shoe)
     else:
@@ -212,7 +212,7 @@ def draw_person(cv: Canvas, idn: Identity, shot: Shot, kp: np.ndarray) -> None:
                     at(flare, bottom_y), at(s, sy + 0.01), at(0.35 * s, sy - 0.015)], top_fill)
         if shot.view == "front" and idn.top.pattern == "logo":
             c = at(0.0, sy + 0.1)
-            cv.polygon(_rounded_rect(c[0], c[1], 0.45 * s * P, 0.045 * P), rgbh(idn.top.second, idn.top.heat + 0.03))
+            cv.polygon(_rounded_rect(c[0], c[1], 0.45 * s * P, 0.045 * P), rgbh(idn.top.second, idn.top.second_heat))
 
     # Accessories on the body.
     if idn.backpack is not None and not side_view:

@@ -1,14 +1,20 @@
 """What the synthetic people and cameras are made of: identities, cameras, per-image pose and placement.
 
 An identity is everything that stays with a person across cameras (body shape, clothes, hair,
-accessories, how warm each material looks in infrared); a camera is what stays with a view
+accessories, how bright each surface looks in infrared); a camera is what stays with a view
 (background, light, sensor, the views it tends to see); an image adds pose, viewpoint and crop.
 Everything is drawn from a `numpy.random.Generator`, so one seed per item fixes it.
+
+The infrared level of a surface ("heat" in the code) follows SYSU-MM01's near-infrared cameras:
+it goes with the visible lightness of the dye (dark clothes look dark, light ones light, stripes
+and logos keep their contrast) but not exactly, because fabrics differ (`ir_level`); skin is
+bright whatever its tone. That leaves shape, garment boundaries, patterns, accessories and a
+loose brightness order as the cues that cross modalities, as in the real data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,22 +44,31 @@ SKIN_TONES = np.array([(0.96, 0.80, 0.69), (0.90, 0.70, 0.55), (0.78, 0.57, 0.42
 HAIR_COLOURS = np.array([(0.05, 0.04, 0.04), (0.20, 0.12, 0.08), (0.40, 0.26, 0.14),
                          (0.85, 0.72, 0.45), (0.70, 0.70, 0.70), (0.55, 0.22, 0.10)])
 PATTERNS = ("plain", "stripes", "checks", "logo")
+# Near-infrared sensors see past red, so reds and browns read lighter than their grey would.
+NIR_WEIGHTS = np.array([0.45, 0.40, 0.15])
+MATERIAL_SPREAD = 0.14  # how far (uniform +-) a fabric's IR level strays from what its dye's lightness predicts
+
+
+def ir_level(colour, material: float) -> float:
+    """Infrared level in [0, 1] of a surface of sRGB `colour`: its lightness, a little compressed, plus `material`."""
+    return float(np.clip(0.1 + 0.85 * NIR_WEIGHTS @ np.asarray(colour) + material, 0.05, 0.95))
 
 
 @dataclass(frozen=True)
 class Garment:
-    """A piece of clothing: base and secondary colour (RGB [0, 1]), pattern, and IR heat in [0, 1]."""
+    """A piece of clothing: base and secondary colour (RGB [0, 1]), pattern, and their IR levels in [0, 1]."""
 
     colour: tuple[float, float, float]
     second: tuple[float, float, float]
     pattern: str
     period: float  # pattern period, in units of the person's height
     heat: float
+    second_heat: float  # the pattern is printed on the same fabric, so it keeps its contrast in IR
 
 
 @dataclass(frozen=True)
 class Item:
-    """An accessory (backpack, bag, hat): colour, size factor, IR heat, side (+1 person's left, -1 right)."""
+    """An accessory (backpack, bag, hat): colour, size factor, IR level, side (+1 person's left, -1 right)."""
 
     colour: tuple[float, float, float]
     size: float
@@ -82,6 +97,7 @@ class Identity:
     bottom: Garment
     bottom_kind: str  # trousers, shorts or skirt
     shoes: tuple[float, float, float]
+    shoes_heat: float
     backpack: Item | None
     bag: Item | None
     hat: Item | None
@@ -124,48 +140,53 @@ def _jitter(rng: np.random.Generator, colour: np.ndarray, amount: float = 0.04) 
     return tuple(float(c) for c in np.clip(colour + rng.uniform(-amount, amount, 3), 0.0, 1.0))
 
 
-def _garment(rng: np.random.Generator, weights: np.ndarray, patterns: tuple[str, ...], p: list[float],
-             heat: tuple[float, float]) -> Garment:
+def _material(rng: np.random.Generator) -> float:
+    """A fabric's IR offset: one uniform draw where earlier versions drew a fixed heat, so the draws
+    after it, and with them a seed's visible images, are unchanged."""
+    return float(rng.uniform(-MATERIAL_SPREAD, MATERIAL_SPREAD))
+
+
+def _garment(rng: np.random.Generator, weights: np.ndarray, patterns: tuple[str, ...], p: list[float]) -> Garment:
     first = rng.choice(len(CLOTH_PALETTE), p=weights / weights.sum())
     second = (first + rng.integers(3, len(CLOTH_PALETTE) - 2)) % len(CLOTH_PALETTE)
-    return Garment(_jitter(rng, CLOTH_PALETTE[first]), _jitter(rng, CLOTH_PALETTE[second]),
-                   str(rng.choice(patterns, p=p)), float(rng.uniform(0.035, 0.06)), float(rng.uniform(*heat)))
+    colour, second_colour = _jitter(rng, CLOTH_PALETTE[first]), _jitter(rng, CLOTH_PALETTE[second])
+    pattern, period, material = str(rng.choice(patterns, p=p)), float(rng.uniform(0.035, 0.06)), _material(rng)
+    return Garment(colour, second_colour, pattern, period, ir_level(colour, material),
+                   ir_level(second_colour, material))
 
 
 def sample_identity(rng: np.random.Generator) -> Identity:
     build = rng.uniform(0.0, 1.0)  # slim (0) to broad (1): ties shoulders, hips and limbs together
-    top = _garment(rng, TOP_WEIGHTS, PATTERNS, [0.45, 0.2, 0.15, 0.2], (0.45, 0.72))
+    top = _garment(rng, TOP_WEIGHTS, PATTERNS, [0.45, 0.2, 0.15, 0.2])
     coat = bool(rng.random() < 0.2)
-    if coat:  # thick cloth insulates: a coat looks cooler than a shirt in IR
-        top = Garment(top.colour, top.second, top.pattern, top.period, top.heat - 0.12)
+    if coat:  # thick matte cloth: a little darker in IR than a shirt of the same colour
+        top = replace(top, heat=top.heat - 0.05, second_heat=top.second_heat - 0.05)
     bottom_kind = str(rng.choice(["trousers", "shorts", "skirt"], p=[0.7, 0.15, 0.15]))
-    bottom = _garment(rng, BOTTOM_WEIGHTS, ("plain",), [1.0], (0.42, 0.68))
+    bottom = _garment(rng, BOTTOM_WEIGHTS, ("plain",), [1.0])
 
-    def item(p: float, heat: tuple[float, float]) -> Item | None:
+    def item(p: float) -> Item | None:
         if rng.random() >= p:
             return None
-        return Item(_jitter(rng, CLOTH_PALETTE[rng.integers(len(CLOTH_PALETTE))]), float(rng.uniform(0.85, 1.15)),
-                    float(rng.uniform(*heat)), int(rng.choice([-1, 1])))
+        colour = _jitter(rng, CLOTH_PALETTE[rng.integers(len(CLOTH_PALETTE))])
+        return Item(colour, float(rng.uniform(0.85, 1.15)), ir_level(colour, _material(rng)), int(rng.choice([-1, 1])))
 
-    return Identity(
-        stature=float(rng.uniform(0.9, 1.0)),
-        shoulder=float(0.095 + 0.04 * build + rng.uniform(-0.008, 0.008)),
-        hip=float(0.075 + 0.035 * build + rng.uniform(-0.008, 0.008)),
-        head=float(rng.uniform(0.058, 0.072)),
-        hip_y=float(rng.uniform(0.49, 0.56)),
-        limb=float(0.024 + 0.012 * build),
-        skin=_jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 0.03),
-        skin_heat=float(rng.uniform(0.86, 0.97)),
-        hair=_jitter(rng, HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], 0.03),
-        hair_long=bool(rng.random() < 0.35),
-        hair_heat=float(rng.uniform(0.30, 0.42)),
-        top=top, sleeves_long=bool(rng.random() < 0.6), coat=coat,
-        bottom=bottom, bottom_kind=bottom_kind,
-        shoes=_jitter(rng, CLOTH_PALETTE[rng.choice([0, 1, 2, 14, 15])], 0.03),
-        backpack=item(0.35, (0.20, 0.36)),
-        bag=item(0.25, (0.26, 0.44)),
-        hat=item(0.2, (0.30, 0.45)),
-    )
+    shape = dict(stature=float(rng.uniform(0.9, 1.0)),
+                 shoulder=float(0.095 + 0.04 * build + rng.uniform(-0.008, 0.008)),
+                 hip=float(0.075 + 0.035 * build + rng.uniform(-0.008, 0.008)),
+                 head=float(rng.uniform(0.058, 0.072)),
+                 hip_y=float(rng.uniform(0.49, 0.56)),
+                 limb=float(0.024 + 0.012 * build))
+    skin = _jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 0.03)
+    skin_heat = float(rng.uniform(0.86, 0.97))
+    hair = _jitter(rng, HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))], 0.03)
+    hair_long = bool(rng.random() < 0.35)
+    hair_heat = ir_level(hair, 0.5 * _material(rng))  # hair is one material; only its colour varies much
+    sleeves_long = bool(rng.random() < 0.6)
+    shoes = _jitter(rng, CLOTH_PALETTE[rng.choice([0, 1, 2, 14, 15])], 0.03)
+    return Identity(**shape, skin=skin, skin_heat=skin_heat, hair=hair, hair_long=hair_long, hair_heat=hair_heat,
+                    top=top, sleeves_long=sleeves_long, coat=coat, bottom=bottom, bottom_kind=bottom_kind,
+                    shoes=shoes, shoes_heat=ir_level(shoes, 0.0),
+                    backpack=item(0.35), bag=item(0.25), hat=item(0.2))
 
 
 def sample_camera(rng: np.random.Generator, cam: int) -> Camera:
