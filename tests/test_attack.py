@@ -21,14 +21,7 @@ SIZE = (64, 32)
 TINY = dict(size=SIZE, ngf=8, batch_size=4, device="cpu", seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny 64x32 convolutions gain nothing from a second thread; on a busy 2-core runner two threads
-    were measured 5x slower (134 vs 24 ms a step). Restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

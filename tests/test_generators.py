@@ -23,14 +23,7 @@ from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid, upgrad
 
 from conftest import run_cli
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: two torch threads spend more time synchronising than computing
-    (measured: 8x the CPU time of one thread for this file), so run them on one and restore after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(input_size=(64, 32), num_downs=5, ngf=4, ndf=4, d_layers=2, backbone="mobilenetv2", pretrained="none",

@@ -19,14 +19,7 @@ from ppvi_cli.pose.maps import detected, flip_keypoints, guidance_maps, scale_ke
 from conftest import run_cli
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: two torch threads spend more time synchronising than computing
-    (measured: 8x the CPU time of one thread for this file), so run them on one and restore after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
