@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ppvi_cli.data.imageio import ImageReadError, read_image
-from ppvi_cli.data.inputs import collect_inputs
+from ppvi_cli.data.inputs import check_mirror, collect_inputs
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.runinfo import stamp
@@ -69,13 +69,7 @@ def chaos_report(root: str | Path, fmt: str = "auto", on_progress: Callable[[int
 def paired_records(raw_root: str | Path, anon_root: str | Path, fmt: str = "auto") -> tuple[list[Record], str]:
     """Raw records whose anonymized twin exists; refuse a mirror that lacks some of them."""
     records, _, used = collect_inputs(raw_root, fmt)
-    anon_root = Path(anon_root)
-    if not anon_root.is_dir():
-        raise PPVIError(f"--anon {anon_root} is not a directory")
-    missing = [r.relpath for r in records if not (anon_root / r.relpath).exists()]
-    if missing:
-        raise PPVIError(f"--anon {anon_root} lacks {len(missing)} of {len(records)} images of --raw "
-                        f"(e.g. {missing[0]}): anonymize them first or pass the matching folders")
+    check_mirror(records, anon_root)
     return records, used
 
 

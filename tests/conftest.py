@@ -70,3 +70,19 @@ def run_cli(*args: str, cwd: Path | None = None):
 
     return subprocess.run([sys.executable, "-m", "ppvi_cli", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+
+
+class Interrupting:
+    """Wraps a method and raises KeyboardInterrupt after `after` batches, like a Ctrl-C."""
+
+    def __init__(self, method, after):
+        self.method, self.after = method, after
+
+    def __getattr__(self, name):
+        return getattr(self.method, name)
+
+    def protect_batch(self, images, records, seeds):
+        if self.after == 0:
+            raise KeyboardInterrupt
+        self.after -= 1
+        return self.method.protect_batch(images, records, seeds)

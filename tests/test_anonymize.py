@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from conftest import run_cli
+from conftest import Interrupting, run_cli
 from ppvi_cli.anonymize.methods import build_method
 from ppvi_cli.anonymize.runner import anonymize_dataset, parse_shard
 from ppvi_cli.data.imageio import list_images
@@ -82,22 +82,6 @@ def test_input_inside_output_is_refused(image_tree):
 def test_missing_input_is_refused(tmp_path):
     with pytest.raises(PPVIError, match="does not exist"):
         anonymize_dataset(build_method("mosaic"), tmp_path / "nope", tmp_path / "out")
-
-
-class Interrupting:
-    """Wraps a method and raises KeyboardInterrupt after `after` batches, like a Ctrl-C."""
-
-    def __init__(self, method, after):
-        self.method, self.after = method, after
-
-    def __getattr__(self, name):
-        return getattr(self.method, name)
-
-    def protect_batch(self, images, records, seeds):
-        if self.after == 0:
-            raise KeyboardInterrupt
-        self.after -= 1
-        return self.method.protect_batch(images, records, seeds)
 
 
 def test_resume_after_interrupt_gives_the_same_bytes(image_tree, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli, textured_image
+from conftest import Interrupting, run_cli, textured_image
 from ppvi_cli.anonymize.methods import _METHOD_MODULES, METHODS, build_method, load_methods
 from ppvi_cli.anonymize.pixelfade import PixelFade, noise_and_masks, pixelfade, resize_operator
 from ppvi_cli.anonymize.runner import anonymize_dataset, float_copy_path
@@ -173,22 +173,6 @@ def test_stored_files_are_lossless_and_the_manifest_has_what_they_give(ckpt, ima
         assert floats.dtype == np.float32 and floats.shape == stored.shape
         assert np.array_equal(np.round(np.clip(floats, 0, 1) * 255).astype(np.uint8), stored)
     assert manifest["stats"]["files"] == 6 and "mse_stored" in manifest["stats"]["mean"]
-
-
-class Interrupting:
-    """Wraps a method and raises KeyboardInterrupt after `after` batches, like a Ctrl-C."""
-
-    def __init__(self, method, after):
-        self.method, self.after = method, after
-
-    def __getattr__(self, name):
-        return getattr(self.method, name)
-
-    def protect_batch(self, images, records, seeds):
-        if self.after == 0:
-            raise KeyboardInterrupt
-        self.after -= 1
-        return self.method.protect_batch(images, records, seeds)
 
 
 def files_bytes(root: Path) -> dict:

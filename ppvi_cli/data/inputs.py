@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from ppvi_cli.data.imageio import list_images
 from ppvi_cli.data.records import VISIBLE, Record
 from ppvi_cli.errors import PPVIError
+
+
+def check_mirror(records: Sequence[Record], anon_root: str | Path) -> None:
+    """PPVIError unless every record has its anonymized twin at the same relative path under `anon_root`.
+
+    Checked up front (one stat per file) so a half-anonymized mirror fails before any model work.
+    """
+    anon_root = Path(anon_root)
+    if not anon_root.is_dir():
+        raise PPVIError(f"--anon {anon_root} is not a directory; pass the output folder of `ppvi anonymize`")
+    missing = [r.relpath for r in records if not (anon_root / r.relpath).is_file()]
+    if missing:
+        raise PPVIError(f"--anon {anon_root} lacks {len(missing)} of {len(records)} images (e.g. {missing[0]}): "
+                        "no anonymized twin at the same path; anonymize the whole dataset into it "
+                        "(`ppvi anonymize` resumes) or pass the matching folder")
 
 
 def collect_inputs(root: str | Path, fmt: str = "auto") -> tuple[list[Record], list[str], str]:

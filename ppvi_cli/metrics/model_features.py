@@ -234,7 +234,8 @@ def dataset_features(
     `on_total(n)` gets the number of images to extract (0 on a hit), `on_progress(k)` each batch.
     """
     from ppvi_cli.models.checkpoint import state_dict_sha256
-    from ppvi_cli.models.extract import check_mirror, extract_features
+    from ppvi_cli.data.inputs import check_mirror
+    from ppvi_cli.models.extract import extract_features
 
     split = eval_split(data_root, fmt, protocol=protocol, trial=trial, test_ids=test_ids, pattern=pattern)
     records = split.query + split.gallery

@@ -9,27 +9,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.torch_dataset import RecordImages
 from ppvi_cli.data.transforms import normalize
 from ppvi_cli.device import select_device
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.reid import ReIDModel
-
-
-def check_mirror(records: Sequence[Record], anon_root: str | Path) -> None:
-    """Raise PPVIError naming the first record whose anonymized twin is absent under `anon_root`.
-
-    Checked up front (one stat per file) so a half-anonymized mirror fails before any model work.
-    """
-    anon_root = Path(anon_root)
-    if not anon_root.is_dir():
-        raise PPVIError(f"--anon {anon_root} is not a directory; pass the output folder of `ppvi anonymize`")
-    missing = [r.relpath for r in records if not (anon_root / r.relpath).is_file()]
-    if missing:
-        raise PPVIError(f"--anon {anon_root}: anonymized file {anon_root / missing[0]} is missing ({len(missing)} of "
-                        f"{len(records)} images lack their twin); anonymize the whole dataset into that folder "
-                        "(`ppvi anonymize` resumes) or pass the right --anon")
 
 
 def extract_features(

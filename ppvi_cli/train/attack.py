@@ -34,6 +34,7 @@ from torch import nn
 
 from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.imageio import write_text_atomic
+from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
 from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
@@ -182,15 +183,6 @@ def _check_out(config: AttackConfig) -> Path:
     return out
 
 
-def _check_mirror(records: list[Record], anon: Path) -> None:
-    if not anon.is_dir():
-        raise PPVIError(f"--anon {anon} is not a directory")
-    missing = [r.relpath for r in records if not (anon / r.relpath).exists()]
-    if missing:
-        raise PPVIError(f"--anon {anon} lacks {len(missing)} of {len(records)} images of --raw (e.g. {missing[0]}): "
-                        "anonymize the whole dataset first or pass the matching folders")
-
-
 def train_attack(config: AttackConfig, public: list[Record], device: torch.device, out: Path,
                  on_progress: Progress | None = None) -> tuple[nn.Module, list[dict]]:
     """Train (or resume) the recovery network; checkpoint after every epoch. Returns (model, history).
@@ -322,7 +314,7 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
     raw, anon = Path(config.raw), Path(config.anon)
     out = _check_out(config)
     public, test, notes, used = attack_splits(raw, config.format, config.seed, config.test_fraction)
-    _check_mirror(public + test, anon)
+    check_mirror(public + test, anon)
     device = select_device(config.device)
     out.mkdir(parents=True, exist_ok=True)
     model, history = train_attack(config, public, device, out, on_progress)

@@ -41,7 +41,8 @@ from ppvi_cli.train.losses import AGWLoss
 from ppvi_cli.train.pepr import PEPRLoss
 from ppvi_cli.train.sampler import PKBatchSampler
 from ppvi_cli.train.schedule import StepSchedule
-from ppvi_cli.train.trainer_data import VI_FORMATS, TrainImages, check_mirror, default_splits, training_records
+from ppvi_cli.data.inputs import check_mirror
+from ppvi_cli.train.trainer_data import VI_FORMATS, TrainImages, default_splits, training_records
 from ppvi_cli.train.trainer_run import RunDir, write_json
 
 DEFAULT_LR = {"adam": 3.5e-4, "sgd": 0.1}

@@ -39,16 +39,6 @@ def training_records(dataset: Dataset, splits: Sequence[str]) -> list[Record]:
     return [unique[k] for k in sorted(unique)]
 
 
-def check_mirror(records: Sequence[Record], anon_root: Path) -> None:
-    """Every training image must have its anonymized twin at the same relative path under `anon_root`."""
-    if not anon_root.is_dir():
-        raise PPVIError(f"--anon {anon_root}: no such folder; pass the anonymized mirror of --data")
-    missing = [r.relpath for r in records if not r.moved_to(anon_root).path.is_file()]
-    if missing:
-        raise PPVIError(f"--anon {anon_root}: {len(missing)} of {len(records)} training images have no "
-                        f"anonymized twin (e.g. {missing[0]}); anonymize all of --data into it first")
-
-
 class TrainImages(TorchDataset):
     """Item i -> `(images [F, 3, H, W] in [0, 1], label, modality index, i)`, F = 1 (raw) or 2 (raw, anon).
 
