@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.config import ModelConfig
@@ -70,20 +71,43 @@ def test_adv_id_trains_the_classifier_and_the_features_apart():
     labels = torch.tensor([2, 2, 5, 5, 7, 7, 9, 9])
     adv_id, adversary = adv(feats, labels)
     adv_id.backward(retain_graph=True)
-    assert feats.grad.abs().sum() > 0 and adv.classifier.weight.grad is None  # encoder-only term
+    assert feats.grad.abs().sum() > 0 and adv.weight.grad is None  # encoder-only term
     feats.grad = None
     adversary.backward()
-    assert feats.grad is None and adv.classifier.weight.grad.abs().sum() > 0  # classifier-only term
-    # the posterior is taken over the batch's 4 ids: columns of absent ids do not count
-    logits = feats.detach() @ adv.classifier.weight.detach().T + adv.classifier.bias.detach()
-    assert float(adv_id.detach()) == pytest.approx(float(uniform_divergence(logits[:, [2, 5, 7, 9]])), abs=1e-6)
+    assert feats.grad is None and adv.weight.grad.abs().sum() > 0  # classifier-only term
+    # cosine logits with scale 16, the posterior over the batch's 4 ids only
+    f = feats.detach().numpy().astype(np.float64)
+    w = adv.weight.detach().numpy().astype(np.float64)
+    cosines = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
+    logits = torch.from_numpy(16.0 * cosines)
+    assert float(adv_id.detach()) == pytest.approx(float(uniform_divergence(logits[:, [2, 5, 7, 9]])), abs=1e-5)
+    assert float(adversary.detach()) == pytest.approx(float(F.cross_entropy(logits, labels)), abs=1e-5)
     with torch.no_grad():
-        adv.classifier.weight.zero_()
-        adv.classifier.bias[[2, 5, 7, 9]] = 1.5
-        adv.classifier.bias[0] = 9.0  # an absent id may dominate: still uniform over the batch's ids
-    assert float(adv(feats, labels)[0].detach()) == pytest.approx(0.0, abs=1e-7)
+        adv.weight[[2, 5, 7, 9]] = torch.randn(16)  # the batch's ids share one direction (norms may differ)
+        adv.weight[5] *= 3.0
+        adv.weight[0] = feats.detach()[0]  # an absent id may dominate: still uniform over the batch's ids
+    assert float(adv(feats, labels)[0].detach()) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(PPVIError, match=r"\[0, 10\)"):
         adv(feats, labels + 5)
+
+
+def test_adversary_learns_ids_at_the_encoder_learning_rate():
+    """A plain linear layer on unit features stays near ln K at lr 3.5e-4 (4.33 of 4.61 here), so
+    the encoder would feel no adversary; the cosine classifier reaches confident posteriors."""
+    torch.manual_seed(0)
+    classes, dim = 100, 256
+    centres = F.normalize(torch.randn(classes, dim), dim=1)
+    adv = AdvIDLoss(dim, classes)
+    optimizer = torch.optim.Adam(adv.parameters(), lr=3.5e-4, weight_decay=5e-4)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        ids = torch.randperm(classes, generator=g)[:8].repeat_interleave(4)
+        feats = F.normalize(centres[ids] + 0.05 * torch.randn(len(ids), dim, generator=g), dim=1)
+        _, adversary = adv(feats, ids)
+        optimizer.zero_grad()
+        adversary.backward()
+        optimizer.step()
+    assert float(adversary.detach()) < 0.4 * math.log(classes)
 
 
 def test_batch_hard_triplet_matches_a_loop():

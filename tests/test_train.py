@@ -110,19 +110,25 @@ def test_resume_after_a_kill_ends_with_the_same_weights(synth, tmp_path, recipe)
 
 def test_pepr_recipe_trains_decoder_and_adversary_with_the_encoder(synth, tmp_path):
     out = tmp_path / "pepr"
-    summary = train_reid(TrainConfig(data=synth, out=out, recipe="pepr", epochs=6, lr=1e-3, warmup_epochs=0,
-                                     augment=False, **TINY))
+    summary = train_reid(TrainConfig(data=synth, out=out, recipe="pepr", pepr_lambdas=(1.0, 0.1, 0.01), epochs=6,
+                                     lr=1e-3, warmup_epochs=0, augment=False, **TINY))
     log = _log(out)
-    assert summary["params"]["recipe"] == "pepr"
+    assert summary["params"]["recipe"] == "pepr" and summary["params"]["pepr_lambdas"] == [1.0, 0.1, 0.01]
+    for row in log:  # the logged total is Eq. 4 with the chosen weights, plus the adversary's own loss
+        weighted = row["triplet"] + 0.1 * row["deid"] + 0.01 * row["adv_id"] + row["adversary"]
+        assert row["loss"] == pytest.approx(weighted, rel=1e-5)
     assert {"triplet", "deid", "adv_id", "adversary"} <= log[0].keys() and "id" not in log[0]
     assert all(np.isfinite([row[k] for row in log for k in ("loss", "triplet", "deid", "adv_id")]))
     assert log[-1]["deid"] < 0.9 * log[0]["deid"]  # the decoder learns to redraw the pixelated input
     assert all(row["adv_id"] >= 0 for row in log)  # a KL divergence to the uniform posterior
     state = torch.load(out / "state-0006.pt", weights_only=False)
     assert state["center_optimizer"] is None
-    assert any(k.startswith("decoder.") for k in state["loss"]) and "adv_id.classifier.weight" in state["loss"]
+    assert any(k.startswith("decoder.") for k in state["loss"]) and "adv_id.weight" in state["loss"]
     with pytest.raises(PPVIError, match="--recipe"):
         train_reid(TrainConfig(data=synth, out=tmp_path / "bad", recipe="arcface", epochs=1, **TINY))
+    with pytest.raises(PPVIError, match="--pepr-lambdas"):
+        train_reid(TrainConfig(data=synth, out=tmp_path / "bad", recipe="pepr", pepr_lambdas=(1.0, -0.1, 0.0),
+                               epochs=1, **TINY))
 
 
 def _mirror(raw: Path, anon: Path, edit) -> Path:
@@ -209,6 +215,9 @@ def test_cli_trains_and_reports_bad_input_in_one_line(synth, tmp_path):
     bad_size = runner.invoke(app, ["train", "reid", "--data", str(synth), "--out", str(tmp_path / "o3"), *common,
                                    "--size", "64"])
     assert isinstance(bad_size.exception, PPVIError) and "HEIGHTxWIDTH" in str(bad_size.exception)
+    bad_lambdas = runner.invoke(app, ["train", "reid", "--data", str(synth), "--out", str(tmp_path / "o4"), *common,
+                                      "--recipe", "pepr", "--pepr-lambdas", "1,0.1,x"])
+    assert isinstance(bad_lambdas.exception, PPVIError) and "--pepr-lambdas" in str(bad_lambdas.exception)
 
     last = out / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy cut short

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ppvi_cli.errors import PPVIError
+
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -104,3 +106,14 @@ def progress(ctx: typer.Context, description: str, total: int | None = None) -> 
 
 def fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def parse_floats(text: str, option: str, example: str) -> list[float]:
+    """'0.1,0.5,1.0' -> [0.1, 0.5, 1.0]; a PPVIError naming `option` (with `example`) otherwise."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PPVIError(f"{option} {text!r}: give comma-separated numbers, e.g. {example}") from None
+    if not values:
+        raise PPVIError(f"{option} is empty: give comma-separated numbers, e.g. {example}")
+    return values

@@ -8,21 +8,10 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress
 from ppvi_cli.errors import PPVIError
 
 FEATURE_KEYS = ("query_raw", "gallery_raw", "query_anon", "gallery_anon")
-
-
-def parse_epsilons(text: str) -> list[float]:
-    """'0.1,0.5,1.0' -> [0.1, 0.5, 1.0]; PPVIError naming --epsilons otherwise."""
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise PPVIError(f"--epsilons {text!r}: give comma-separated numbers in (0, 1], e.g. 0.1,0.5,1.0") from None
-    if not values:
-        raise PPVIError("--epsilons is empty: give comma-separated numbers in (0, 1], e.g. 0.1,0.5,1.0")
-    return values
 
 
 def _feature_keys(which: str, feats) -> list[str]:
@@ -93,7 +82,7 @@ def leak_command(
             raise PPVIError("--dp-sweep needs --protocol and --setting (e.g. -p market -s raw2raw)")
         if setting == "all":
             raise PPVIError("--dp-sweep takes one --setting (raw2raw, raw2anon, anon2raw or anon2anon), not all")
-        _sweep(ctx, features, protocol, setting, parse_epsilons(epsilons), delta, sensitivity, seed, dev,
+        _sweep(ctx, features, protocol, setting, parse_floats(epsilons, "--epsilons", "0.1,0.5,1.0"), delta, sensitivity, seed, dev,
                classifier, ignore_pid, trials, backend, plot)
         return
     for name, value in (("--protocol", protocol), ("--setting", setting), ("--plot", plot), ("--trials", trials)):

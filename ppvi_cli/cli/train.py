@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, parse_floats, progress
 from ppvi_cli.errors import PPVIError
 
 train_app = typer.Typer(help="Train models: ReID (`train reid`) and anonymization generators (`train generator`).",
@@ -35,6 +35,8 @@ def reid(
     anon: Path = typer.Option(None, "--anon", help="Anonymized mirror of --data: hybrid training L(x) + L(anon(x))."),
     recipe: str = typer.Option("agw", "--recipe", help="agw (CE-LS + WRT triplet + center) or pepr (PEPR-Net: "
                                "triplet + De-ID decoder + adversarial identity)."),
+    pepr_lambdas: str = typer.Option("1,0.1,0.001", "--pepr-lambdas",
+                                     help="pepr: weights of triplet, De-ID and Adv-ID (Eq. 4) [paper: 1,0.1,0.001]."),
     backbone: str = typer.Option("resnet50", "--backbone", help="resnet50 (AGW), resnet18 or mobilenetv2."),
     pretrained: str = typer.Option("imagenet", "--pretrained", help="imagenet, none, or a torchvision state dict."),
     dual_stream: bool = typer.Option(None, "--dual-stream/--single-stream",
@@ -57,7 +59,8 @@ def reid(
     """
     from ppvi_cli.train.trainer import TrainConfig, train_reid
 
-    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe, backbone=backbone, dual_stream=dual_stream,
+    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe,
+                         pepr_lambdas=tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", "1,0.1,0.001")), backbone=backbone, dual_stream=dual_stream,
                          pretrained=pretrained, epochs=epochs, p=p, k=k, optimizer=optimizer, lr=lr,
                          input_size=parse_size(size), augment=augment, seed=effective_seed(ctx, seed),
                          device=effective_device(ctx, device), workers=workers, resume=resume)

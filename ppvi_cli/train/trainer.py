@@ -38,7 +38,7 @@ from ppvi_cli.models.pretrained import load_pretrained
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import seed_everything, stamp
 from ppvi_cli.train.losses import AGWLoss
-from ppvi_cli.train.pepr import PEPRLoss
+from ppvi_cli.train.pepr import LAMBDAS as PEPR_LAMBDAS, PEPRLoss
 from ppvi_cli.train.sampler import PKBatchSampler
 from ppvi_cli.train.schedule import StepSchedule
 from ppvi_cli.data.inputs import check_mirror
@@ -59,6 +59,7 @@ class TrainConfig:
     format: str = "auto"
     anon: Path | None = None  # anonymized mirror of `data`: hybrid training when given
     recipe: str = "agw"  # agw | pepr: the training objective
+    pepr_lambdas: tuple[float, float, float] = PEPR_LAMBDAS  # pepr: triplet, De-ID, Adv-ID weights (Eq. 4)
     backbone: str = "resnet50"
     dual_stream: bool | None = None  # None: on for VI formats (sysu, regdb)
     pretrained: str = "imagenet"  # imagenet | none | path to a torchvision state dict
@@ -84,6 +85,9 @@ class TrainConfig:
                 raise PPVIError(f"--{name} must be at least {least}, got {value}")
         if self.recipe not in RECIPES:
             raise PPVIError(f"unknown --recipe {self.recipe!r} (choices: {', '.join(RECIPES)})")
+        if len(self.pepr_lambdas) != 3 or any(not (w >= 0) for w in self.pepr_lambdas):
+            raise PPVIError(f"--pepr-lambdas must be three weights >= 0 (triplet, De-ID, Adv-ID), "
+                            f"got {self.pepr_lambdas!r}")
         if self.optimizer not in DEFAULT_LR:
             raise PPVIError(f"unknown --optimizer {self.optimizer!r} (choices: {', '.join(DEFAULT_LR)})")
         if self.workers < 0 or self.weight_decay < 0 or self.center_lr < 0:
@@ -99,7 +103,7 @@ class TrainConfig:
             plain[key] = None if plain[key] is None else str(Path(plain[key]).expanduser().resolve())
         if plain["pretrained"] not in ("imagenet", "none"):
             plain["pretrained"] = str(Path(plain["pretrained"]).expanduser().resolve())
-        for key in ("input_size", "splits"):
+        for key in ("input_size", "splits", "pepr_lambdas"):
             plain[key] = None if plain[key] is None else list(plain[key])
         return plain
 
@@ -145,7 +149,7 @@ def resolve(config: TrainConfig, dataset_format: str, modalities: set[str]) -> T
 
 def _objective(config: TrainConfig, model_config: ModelConfig) -> AGWLoss | PEPRLoss:
     if config.recipe == "pepr":
-        return PEPRLoss(model_config.feat_dim, model_config.num_classes)
+        return PEPRLoss(model_config.feat_dim, model_config.num_classes, lambdas=tuple(config.pepr_lambdas))
     return AGWLoss(model_config.num_classes, model_config.feat_dim)
 
 
