@@ -2,6 +2,7 @@
 finite and falling, bit-exact checkpoints and resume), inference and recovery through the runner."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from ppvi_cli.anonymize.generator import GeneratorMethod, RecoveryMethod, recove
 from ppvi_cli.anonymize.methods import build_method
 from ppvi_cli.anonymize.runner import anonymize_dataset
 from ppvi_cli.data.imageio import read_image
+from ppvi_cli.data.readers import load_dataset
 from ppvi_cli.data.synth import SynthConfig, synthesize
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import load_checkpoint
@@ -212,6 +214,31 @@ def test_generator_method_anonymizes_a_mirror_and_recover_reverses_it(securereid
         GeneratorMethod().setup("cpu")
 
 
+def test_export_keeps_the_inference_networks_and_anonymizes_identically(securereid_run, synth, tmp_path):
+    config, _, _ = securereid_run
+    ckpt, small = Path(config.out) / CHECKPOINT, tmp_path / "weights" / "sr.pt"
+    done = run_cli("--json", "export", "--checkpoint", str(ckpt), "--out", str(small))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    full, exported = load_run(ckpt), load_run(small)
+    assert set(exported["nets"]) == set(doc["nets"]) == {"g_x", "g_y"} and exported["optimizers"] == {}
+    assert all(doc["nets"][k] == full["nets"][k]["sha256"] for k in ("g_x", "g_y"))
+    assert small.stat().st_size < ckpt.stat().st_size / 4  # no discriminators, ReID model or optimizer state
+    records = load_dataset(synth, "sysu").records()[:6]
+    images = [read_image(r.path) for r in records]
+    a = GeneratorMethod(str(ckpt)); a.setup("cpu")
+    b = GeneratorMethod(str(small)); b.setup("cpu")
+    assert all(np.array_equal(x, y) for x, y in zip(a.protect(images, records, [0] * 6),
+                                                    b.protect(images, records, [0] * 6)))
+    resume_out = tmp_path / "resume"
+    resume_out.mkdir()
+    (resume_out / CHECKPOINT).write_bytes(small.read_bytes())
+    with pytest.raises(PPVIError, match="exported inference file"):
+        train_securereid(replace(config, out=str(resume_out)), resume=True)
+    same = run_cli("export", "--checkpoint", str(ckpt), "--out", str(ckpt))
+    assert same.returncode == 2 and "is the checkpoint itself" in same.stderr
+
+
 # --- PPA: dual-stream training with KPR and DCMA, ablation, teacher reuse, per-modality inference ---
 
 @pytest.fixture(scope="module")
@@ -245,8 +272,6 @@ def test_ppa_baseline_ablation_reuses_a_teacher_and_translates_per_modality(ppa_
     ckpt = Path(config.out) / CHECKPOINT
     method = GeneratorMethod(str(ckpt))
     assert method.setup("cpu")["network"] == "g"
-    from ppvi_cli.data.readers import load_dataset
-
     records = load_dataset(synth, "sysu").splits["test"][:12]
     assert {r.modality for r in records} == {"visible", "infrared"}
     images = [read_image(r.path) for r in records]

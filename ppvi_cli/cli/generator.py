@@ -1,4 +1,4 @@
-"""`ppvi train generator`, `ppvi pose` and `ppvi recover`: learned anonymization around its generators."""
+"""`ppvi train generator`, `ppvi pose`, `ppvi recover` and `ppvi export`: learned anonymization around its generators."""
 
 from __future__ import annotations
 
@@ -184,3 +184,22 @@ def recover(
         from ppvi_cli.errors import GateFailed
 
         raise GateFailed(f"{len(summary['failed'])} image(s) could not be read (listed in {summary['manifest']})")
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of a `ppvi train generator` run."),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write (e.g. weights/my_generator.pt)."),
+) -> None:
+    """Keep only a generator run's inference networks (SecureReID: G_X, G_Y; PPA: G) in a small file
+    that `anonymize --method generator` and `recover` read; it cannot be resumed."""
+    from ppvi_cli.train.gan import export_run
+
+    summary = export_run(checkpoint, out)
+
+    def human(console):
+        console.print(f"{summary['recipe']} epoch {summary['epoch']}: {', '.join(summary['nets'])} -> {summary['out']} "
+                      f"({summary['bytes'] / 2**20:.1f} MiB, sha256 {summary['file_sha256'][:12]})")
+
+    emit(ctx, summary, human)

@@ -357,6 +357,36 @@ def restore_net(payload: dict, name: str, device="cpu") -> nn.Module:
     return net.to(device).eval()
 
 
+INFERENCE_NETS = {"securereid": ("g_x", "g_y"), "ppa": ("g",)}
+
+
+def export_run(path, out) -> dict:
+    """Write the inference networks of run checkpoint `path` (SecureReID: G_X and G_Y; PPA: G) to `out`.
+
+    The file keeps the checkpoint format, so `anonymize --method generator` and `recover` read it, but
+    holds no discriminators, ReID model or optimizer state: a few MB instead of tens, not resumable.
+    Returns what was written (networks, their SHA-256, the source file's SHA-256).
+    """
+    from pathlib import Path
+
+    from ppvi_cli.atomic import atomic_open
+    from ppvi_cli.runinfo import file_sha256
+
+    payload = load_run(path)
+    if Path(out).expanduser().resolve() == Path(path).expanduser().resolve():
+        raise PPVIError(f"export --out {out} is the checkpoint itself; choose another file")
+    keep = INFERENCE_NETS[payload["recipe"]]
+    source = file_sha256(path)
+    exported = {**{k: v for k, v in payload.items() if k != "path"}, "nets": {k: payload["nets"][k] for k in keep},
+                "optimizers": {}, "state": {}, "exported": {"from": str(Path(path).resolve()), "from_sha256": source}}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out, "wb") as fh:
+        torch.save(exported, fh)
+    return {"checkpoint": str(path), "out": str(out), "recipe": payload["recipe"], "epoch": payload["epoch"],
+            "nets": {k: payload["nets"][k]["sha256"] for k in keep}, "source_sha256": source,
+            "file_sha256": file_sha256(out), "bytes": Path(out).stat().st_size}
+
+
 def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:
     """The checkpoint to continue from (`resume`), or None for a fresh run into an unused `out`."""
     from dataclasses import asdict
@@ -370,6 +400,9 @@ def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool,
     if not path.exists():
         raise PPVIError(f"--resume: {path} not found; start the run without --resume")
     payload = load_run(path, map_location=device)
+    if payload.get("exported"):
+        raise PPVIError(f"--resume: {path} is an exported inference file (no optimizer state); resume from the "
+                        f"run's own checkpoint ({payload['exported']['from']})")
     if payload["recipe"] != recipe:
         raise PPVIError(f"--resume: {path} is a {payload['recipe']} run, not {recipe}")
     old, new = payload["config"], asdict(config)
