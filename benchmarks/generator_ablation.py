@@ -1,12 +1,12 @@
 """Ablation of the learned anonymizers on the synthetic VI data: PPA's table and SecureReID's upgradation.
 
-    python benchmarks/generator_ablation.py [--quick] [--work DIR] [--device auto] [--seed 0]
-                                           [--backbone B --pretrained P] [--epochs N]
-    OMP_NUM_THREADS=1 python benchmarks/generator_ablation.py --quick      # on a 2-core CPU
+    python benchmarks/generator_ablation.py [--size quick|demo|full] [--work DIR] [--runs a,b] [--teacher CKPT]
+                                           [--device auto] [--seed 0] [--backbone B --pretrained P] [--epochs N]
+    OMP_NUM_THREADS=1 python benchmarks/generator_ablation.py --size demo --work /tmp/gen   # on a 2-core CPU
 
 Trains, on one synthetic VI dataset (`ppvi data synth`, SYSU-MM01 layout), with mosaic supervision:
   PPA baseline (no KPR, no DCMA), +KPR, +DCMA, full (KPR + DCMA), all four distilled from the same
-  AGW teacher (trained once by the first run, then passed as --teacher), and
+  AGW teacher (--teacher, or trained once by the first run and reused), and
   SecureReID without and with supervision upgradation.
 Each run's own jointly trained ReID model (its reid.pt, the authorized model) then retrieves on the
 test ids with the `sysu-all` protocol (infrared queries, single-shot visible gallery, 10 trials):
@@ -17,14 +17,20 @@ version (the generator's output resized back to the image's size, 8-bit) against
 modality, with the mosaic supervision as the named reference. Every row gives its change against
 the reference measured in the same run (PPA baseline; SecureReID without upgradation).
 
-`--quick` is sized for a 2-core CPU (32 ids, 64x32, MobileNetV2, 10 epochs of 4 steps; about 7 min
-with `OMP_NUM_THREADS=1`, which is 3-8x faster than two threads for models this small). It checks the
-pipeline end to end; its retrieval numbers sit near chance (13 test ids: rank-1 7.7%), because a few
-hundred CPU steps do not train a ReID model that ignores this data's camera backgrounds. Trends need
-the default run, sized for a GPU (100 ids, 128x64, 30 epochs). The backbone defaults to MobileNetV2
-with the ImageNet weights in ../shared/weights when that file exists (no network needed), else
-ResNet-50 with torchvision's ImageNet weights. Results (with seed, parameters and versions) go to
-WORK/results.json.
+Sizes:
+- `quick` checks the pipeline in minutes (32 ids, 64x32, 10 epochs of 4 steps); its retrieval sits
+  near chance, because a few hundred CPU steps do not train a ReID model.
+- `demo` is the CPU ablation: the demo's synthetic set (`ppvi data synth` defaults: 60 ids, 128x64,
+  seed 0), generators ngf/ndf 16 at 128x64, batches of 4 ids x 4, PPA 60 epochs and SecureReID 80,
+  the PPA teacher = the shipped weights/demo_dual_stream.pt (trained on the same set). Its `ppa-full`
+  and `securereid-upgrade` runs are the commands that made the shipped demo generators
+  (weights/README.md), so a WORK folder holding those runs is reused. `--runs` splits the six runs
+  over processes (the teacher is given, so they are independent). About 25 s per PPA epoch with
+  one thread.
+- `full` is sized for a GPU (100 ids, 128x64, ngf 64, 30 epochs).
+The ReID backbone defaults to MobileNetV2 with the ImageNet weights in ../shared/weights when that
+file exists (no network needed), else ResNet-50 with torchvision's ImageNet weights. Results (with
+seed, parameters and versions) go to WORK/results.json (WORK/results-<runs>.json with --runs).
 """
 
 from __future__ import annotations
@@ -63,12 +69,18 @@ PPA_RUNS = {"ppa-baseline": dict(kpr=False, dcma=False), "ppa+kpr": dict(kpr=Tru
 SECUREREID_RUNS = {"securereid-no-upgrade": dict(upgrade=False), "securereid-upgrade": dict(upgrade=True)}
 
 
-def sizes(quick: bool) -> dict:
-    if quick:
-        return {"synth": dict(ids=32, images_per_camera=2, height=64, width=32),
-                "train": dict(input_size=(64, 32), num_downs=5, ngf=16, ndf=16, epochs=10, p=4, k=2)}
-    return {"synth": dict(ids=100, images_per_camera=4, height=128, width=64),
-            "train": dict(input_size=(128, 64), num_downs=6, ngf=64, ndf=64, epochs=30, p=8, k=4)}
+DEMO_TEACHER = Path(__file__).resolve().parents[1] / "weights" / "demo_dual_stream.pt"
+SIZES = {
+    "quick": {"synth": dict(ids=32, images_per_camera=2, height=64, width=32),
+              "train": dict(input_size=(64, 32), num_downs=5, ngf=16, ndf=16, p=4, k=2),
+              "epochs": {"ppa": 10, "securereid": 10}},
+    "demo": {"synth": dict(ids=60, images_per_camera=4, height=128, width=64),
+             "train": dict(input_size=(128, 64), num_downs=6, ngf=16, ndf=16, p=4, k=4, workers=0),
+             "epochs": {"ppa": 60, "securereid": 80}, "teacher": str(DEMO_TEACHER)},
+    "full": {"synth": dict(ids=100, images_per_camera=4, height=128, width=64),
+             "train": dict(input_size=(128, 64), num_downs=6, ngf=64, ndf=64, p=8, k=4),
+             "epochs": {"ppa": 30, "securereid": 30}},
+}
 
 
 def backbone_choice(args) -> tuple[str, str]:
@@ -127,8 +139,10 @@ def privacy(records, images, protected) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CPU-sized run (minutes on 2 cores)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="quick, demo (CPU) or full (GPU)")
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temp dir)")
+    parser.add_argument("--runs", default=None, help="comma list of runs to train and measure (default: all six)")
+    parser.add_argument("--teacher", default=None, help="PPA teacher checkpoint (default: the size's, else trained)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the epochs of every run")
@@ -136,17 +150,23 @@ def main() -> int:
     parser.add_argument("--pretrained", default=None)
     args = parser.parse_args()
 
-    plan = sizes(args.quick)
+    plan = SIZES[args.size]
+    runs = {**PPA_RUNS, **SECUREREID_RUNS}
+    chosen = list(runs) if not args.runs else [r for r in args.runs.split(",") if r]
+    unknown = sorted(set(chosen) - set(runs))
+    if unknown:
+        sys.exit(f"--runs: unknown {unknown} (choices: {', '.join(runs)})")
     backbone, pretrained = backbone_choice(args)
     train = {**plan["train"], "backbone": backbone, "pretrained": pretrained, "seed": args.seed,
              "device": args.device, "log_every": 0}
-    if args.epochs:
-        train["epochs"] = args.epochs
+    epochs = {recipe: args.epochs or n for recipe, n in plan["epochs"].items()}
     work = args.work or Path(tempfile.mkdtemp(prefix="ppvi-gen-ablation-"))
     data = work / "synth"
     if not (data / "synth.json").is_file():
         synthesize(data, SynthConfig(**plan["synth"], seed=args.seed))
-    header = stamp(args.seed, {"quick": args.quick, "synth": plan["synth"], "train": train})
+    teacher = args.teacher or plan.get("teacher")
+    header = stamp(args.seed, {"size": args.size, "synth": plan["synth"], "train": train, "epochs": epochs,
+                               "teacher": teacher, "runs": chosen})
     print(json.dumps({k: header[k] for k in ("seed", "params", "versions")}), flush=True)
     device = select_device(args.device)
     records, images = test_images(data)
@@ -154,18 +174,18 @@ def main() -> int:
     reference = {"mosaic (supervision)": {"privacy": privacy(
         records, images, [mosaic(im, max(1, round(24 * im.shape[0] / 256))) for im in images])}}
     results, timings = {}, {}
-    teacher = None
-    for name, flags in {**PPA_RUNS, **SECUREREID_RUNS}.items():
-        out = work / name
+    for name in chosen:
+        flags, out = runs[name], work / name
         started = time.perf_counter()
         if not (out / "reid.pt").is_file():
             if name in PPA_RUNS:
-                config = PPAConfig(data=str(data), out=str(out), teacher=teacher, **train, **flags)
+                config = PPAConfig(data=str(data), out=str(out), teacher=teacher, epochs=epochs["ppa"], **train,
+                                   **flags)
                 train_ppa(config, resume=(out / CHECKPOINT).is_file())
                 teacher = teacher or str(out / "teacher.pt")
             else:
-                train_securereid(SecureReIDConfig(data=str(data), out=str(out), **train, **flags),
-                                 resume=(out / CHECKPOINT).is_file())
+                train_securereid(SecureReIDConfig(data=str(data), out=str(out), epochs=epochs["securereid"],
+                                                  **train, **flags), resume=(out / CHECKPOINT).is_file())
         elif name in PPA_RUNS and teacher is None:
             teacher = str(out / "teacher.pt")
         timings[name] = time.perf_counter() - started
@@ -173,16 +193,17 @@ def main() -> int:
         print(f"{name}: trained+measured in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     print_table(results, reference)
-    (work / "results.json").write_text(json.dumps({**header, "reference": reference, "results": results,
-                                                    "train_seconds": timings}, indent=2) + "\n")
-    print(f"results: {work / 'results.json'}")
+    target = work / ("results.json" if not args.runs else f"results-{'-'.join(chosen)}.json")
+    target.write_text(json.dumps({**header, "reference": reference, "results": results,
+                                  "train_seconds": timings}, indent=2) + "\n")
+    print(f"results: {target}")
     return 0
 
 
 def print_table(results: dict, reference: dict) -> None:
     cols = [f"{s} r1/mAP/mINP" for s in SETTINGS] + ["SSIM V/IR", "PSNR V/IR"]
     print(f"{'run':24s} " + "  ".join(f"{c:>22s}" for c in cols) + "  d_r1(anon2anon)")
-    base = {"ppa": results["ppa-baseline"], "securereid": results["securereid-no-upgrade"]}
+    base = {"ppa": results.get("ppa-baseline"), "securereid": results.get("securereid-no-upgrade")}
     for name, res in {**reference, **results}.items():
         cells = []
         for setting in SETTINGS:
