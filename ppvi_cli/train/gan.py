@@ -387,6 +387,20 @@ def export_run(path, out) -> dict:
             "file_sha256": file_sha256(out), "bytes": Path(out).stat().st_size}
 
 
+def start_run(config: GeneratorTrainConfig, recipe: str, resume: bool):
+    """`(device, out, payload)` at the start of a generator run: the device, the seeded initialisation
+    (a resume overwrites it) and the checkpoint to continue from (None for a fresh run)."""
+    from pathlib import Path
+
+    from ppvi_cli.device import select_device
+    from ppvi_cli.runinfo import derived_seed
+
+    device = select_device(config.device)
+    torch.manual_seed(derived_seed(config.seed, "init") % 2**63)
+    out = Path(config.out)
+    return device, out, resume_payload(out, recipe, config, resume, device)
+
+
 def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:
     """The checkpoint to continue from (`resume`), or None for a fresh run into an unused `out`."""
     from dataclasses import asdict

@@ -41,16 +41,14 @@ from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.torch_dataset import label_map, modality_index
 from ppvi_cli.data.transforms import normalize, resize
-from ppvi_cli.device import select_device
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.dual_unet import DualUNetGenerator
 from ppvi_cli.models.mask_head import MaskHead
 from ppvi_cli.models.unet import PatchDiscriminator, init_weights
 from ppvi_cli.pose.maps import RADIUS, guidance_maps, scale_keypoints
-from ppvi_cli.runinfo import derived_seed
 from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, GeneratorTrainConfig, PairedImages,
                                 adversarial_loss, build_reid, from_gan, loader, lr_factor, reid_input,
-                                resume_payload, run_epochs, save_run, set_lr, set_requires_grad, to_gan,
+                                run_epochs, save_run, set_lr, set_requires_grad, start_run, to_gan,
                                 train_records, write_jsonl)
 from ppvi_cli.train.sampler import PKBatchSampler
 
@@ -173,10 +171,7 @@ class _Run:
 
     def __init__(self, config: PPAConfig, resume: bool):
         self.config, cfg = config, config
-        self.device = select_device(cfg.device)
-        torch.manual_seed(derived_seed(cfg.seed, "init") % 2**63)  # network initialisation (a resume overwrites it)
-        self.out = Path(cfg.out)
-        payload = resume_payload(self.out, RECIPE, cfg, resume, self.device)
+        self.device, self.out, payload = start_run(cfg, RECIPE, resume)
         self.out.mkdir(parents=True, exist_ok=True)
         records, self.format = train_records(cfg.data, cfg.format)
         mods = [modality_index(r) for r in records]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 from itertools import chain
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,14 +33,13 @@ import torch
 
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.torch_dataset import label_map
-from ppvi_cli.device import select_device
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.metrics.image_quality import batch_ssim_psnr
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
 from ppvi_cli.runinfo import derived_seed
 from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, GeneratorTrainConfig, PairedImages, adversarial_loss,
                                 build_reid, embed, from_gan, loader, lr_factor, reid_input, restore_net,
-                                resume_payload, run_epochs, save_run, set_lr, set_requires_grad, to_gan, to_uint8,
+                                run_epochs, save_run, set_lr, set_requires_grad, start_run, to_gan, to_uint8,
                                 train_records, write_jsonl)
 from ppvi_cli.train.sampler import PKBatchSampler
 
@@ -109,10 +107,7 @@ class _Run:
 
     def __init__(self, config: SecureReIDConfig, resume: bool):
         self.config, cfg = config, config
-        self.device = select_device(cfg.device)
-        torch.manual_seed(derived_seed(cfg.seed, "init") % 2**63)  # network initialisation (a resume overwrites it)
-        self.out = Path(cfg.out)
-        payload = resume_payload(self.out, RECIPE, cfg, resume, self.device)
+        self.device, self.out, payload = start_run(cfg, RECIPE, resume)
         records, self.format = train_records(cfg.data, cfg.format)
         train, self.val = split_validation(records, cfg.val_fraction, cfg.seed) if cfg.upgrade else (records, [])
         self.labels = label_map(train)
