@@ -230,6 +230,16 @@ def test_export_keeps_the_inference_networks_and_anonymizes_identically(securere
     b = GeneratorMethod(str(small)); b.setup("cpu")
     assert all(np.array_equal(x, y) for x, y in zip(a.protect(images, records, [0] * 6),
                                                     b.protect(images, records, [0] * 6)))
+    half = tmp_path / "weights" / "sr16.pt"
+    done16 = run_cli("--json", "export", "--checkpoint", str(ckpt), "--out", str(half), "--half")
+    assert done16.returncode == 0 and json.loads(done16.stdout)["float16"] is True, done16.stderr
+    assert half.stat().st_size < 0.6 * small.stat().st_size
+    assert all(v.dtype == torch.float16 for v in load_run(half)["nets"]["g_x"]["state_dict"].values()
+               if v.is_floating_point())
+    c = GeneratorMethod(str(half)); c.setup("cpu")
+    assert next(c._net.parameters()).dtype == torch.float32  # cast back on load
+    assert all(np.abs(x.astype(int) - y).max() <= 3 for x, y in zip(a.protect(images, records, [0] * 6),
+                                                                     c.protect(images, records, [0] * 6)))
     resume_out = tmp_path / "resume"
     resume_out.mkdir()
     (resume_out / CHECKPOINT).write_bytes(small.read_bytes())

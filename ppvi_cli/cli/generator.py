@@ -191,12 +191,13 @@ def export(
     ctx: typer.Context,
     checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of a `ppvi train generator` run."),
     out: Path = typer.Option(..., "--out", "-o", help="File to write (e.g. weights/my_generator.pt)."),
+    half: bool = typer.Option(False, "--half", help="Store the weights as float16 (half the size; cast back on load)."),
 ) -> None:
     """Keep only a generator run's inference networks (SecureReID: G_X, G_Y; PPA: G) in a small file
     that `anonymize --method generator` and `recover` read; it cannot be resumed."""
     from ppvi_cli.train.gan import export_run
 
-    summary = export_run(checkpoint, out)
+    summary = export_run(checkpoint, out, half=half)
 
     def human(console):
         console.print(f"{summary['recipe']} epoch {summary['epoch']}: {', '.join(summary['nets'])} -> {summary['out']} "

@@ -360,12 +360,14 @@ def restore_net(payload: dict, name: str, device="cpu") -> nn.Module:
 INFERENCE_NETS = {"securereid": ("g_x", "g_y"), "ppa": ("g",)}
 
 
-def export_run(path, out) -> dict:
+def export_run(path, out, half: bool = False) -> dict:
     """Write the inference networks of run checkpoint `path` (SecureReID: G_X and G_Y; PPA: G) to `out`.
 
     The file keeps the checkpoint format, so `anonymize --method generator` and `recover` read it, but
     holds no discriminators, ReID model or optimizer state: a few MB instead of tens, not resumable.
-    Returns what was written (networks, their SHA-256, the source file's SHA-256).
+    `half` stores floating-point weights as float16 (half the size; they are cast back to float32
+    when loaded, so outputs move by a rounding). Returns what was written (networks, their SHA-256,
+    the source file's SHA-256).
     """
     from pathlib import Path
 
@@ -375,15 +377,22 @@ def export_run(path, out) -> dict:
     payload = load_run(path)
     if Path(out).expanduser().resolve() == Path(path).expanduser().resolve():
         raise PPVIError(f"export --out {out} is the checkpoint itself; choose another file")
+    from ppvi_cli.models.checkpoint import state_dict_sha256
+
     keep = INFERENCE_NETS[payload["recipe"]]
     source = file_sha256(path)
-    exported = {**{k: v for k, v in payload.items() if k != "path"}, "nets": {k: payload["nets"][k] for k in keep},
-                "optimizers": {}, "state": {}, "exported": {"from": str(Path(path).resolve()), "from_sha256": source}}
+    nets = {k: payload["nets"][k] for k in keep}
+    if half:
+        for name, entry in nets.items():
+            weights = {k: v.half() if v.is_floating_point() else v for k, v in entry["state_dict"].items()}
+            nets[name] = {**entry, "state_dict": weights, "sha256": state_dict_sha256(weights)}
+    exported = {**{k: v for k, v in payload.items() if k != "path"}, "nets": nets, "optimizers": {}, "state": {},
+                "exported": {"from": str(Path(path).resolve()), "from_sha256": source, "float16": half}}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out, "wb") as fh:
         torch.save(exported, fh)
     return {"checkpoint": str(path), "out": str(out), "recipe": payload["recipe"], "epoch": payload["epoch"],
-            "nets": {k: payload["nets"][k]["sha256"] for k in keep}, "source_sha256": source,
+            "nets": {k: nets[k]["sha256"] for k in keep}, "float16": half, "source_sha256": source,
             "file_sha256": file_sha256(out), "bytes": Path(out).stat().st_size}
 
 
