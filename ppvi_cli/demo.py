@@ -1,8 +1,10 @@
 """The demo on the embedded default: the whole toolkit, end to end, on synthetic VI data.
 
-Stages: synthesize; protect with every method; measure privacy (SSIM/PSNR) and chaos (AD); evaluate
-the shipped dual-stream weights under the four settings (sysu-all); attack every protection with a
-recovery network; write the privacy-utility report. Each method's results go to `out/runs/<method>/`
+Stages: synthesize; protect with every method (the generator methods with the small SecureReID and
+PPA generators shipped in weights/); measure privacy (SSIM/PSNR) and chaos (AD); evaluate the shipped
+dual-stream weights under the four settings (sysu-all); reverse SecureReID with its recovery
+generator (the authorized reversal); attack every protection with a recovery network; write the
+privacy-utility report. Each method's results go to `out/runs/<method>/`
 (the RUN_DIR `ppvi report` reads), so every stage reuses what an earlier, interrupted run left.
 """
 
@@ -16,7 +18,11 @@ from typing import Callable
 from ppvi_cli.errors import PPVIError
 
 CONVENTIONAL = ("mosaic", "blur", "noise")
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "demo_dual_stream.pt"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS = WEIGHTS_DIR / "demo_dual_stream.pt"
+# demo method label -> shipped generator (`ppvi export` of a `ppvi train generator` run, see weights/README.md)
+GENERATORS = {"securereid": WEIGHTS_DIR / "demo_securereid.pt", "ppa": WEIGHTS_DIR / "demo_ppa.pt"}
+REVERSIBLE = ("securereid",)  # its checkpoint carries the recovery generator G_Y
 PAPER_HEIGHT = 256  # the conventional defaults (block 24, radius 12) were set on 256x128 crops
 
 
@@ -34,7 +40,8 @@ class DemoConfig:
     seed: int = 0
     data_seed: int = 0
     weights: str = str(WEIGHTS)
-    methods: tuple[str, ...] = (*CONVENTIONAL, "pixelfade")
+    methods: tuple[str, ...] = (*CONVENTIONAL, "pixelfade", *GENERATORS)
+    generators: dict = field(default_factory=lambda: {name: str(path) for name, path in GENERATORS.items()})
     pixelfade: dict = field(default_factory=lambda: {"steps": 20})
     trials: int = 10
     attack_epochs: int = 5
@@ -64,7 +71,14 @@ def method_params(name: str, config: DemoConfig) -> dict:
         return {"radius": 12 * scale}
     if name == "pixelfade":
         return {"model": config.weights, **config.pixelfade}
+    if name in config.generators:
+        return {"checkpoint": config.generators[name]}
     return {}
+
+
+def method_name(name: str, config: DemoConfig) -> str:
+    """The registered method behind a demo label (the generator labels run method `generator`)."""
+    return "generator" if name in config.generators else name
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -92,6 +106,7 @@ def _evaluate(data: Path, anon: Path, config: DemoConfig, device: str) -> dict:
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "auto",
              stage: Callable[[str], None] = lambda name: None) -> dict:
     """Run every stage into `out`; return the tables the CLI prints (also saved as demo.json)."""
+    from ppvi_cli.anonymize.generator import recover_dataset
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset
     from ppvi_cli.data.readers import load_dataset
@@ -102,9 +117,11 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     from ppvi_cli.runinfo import stamp
     from ppvi_cli.train.attack import AttackConfig, run_attack
 
-    if not Path(config.weights).is_file():
-        raise PPVIError(f"demo weights {config.weights} are missing: restore weights/ from the repository "
-                        "(or see weights/README.md to retrain them)")
+    needed = [config.weights, *(config.generators[m] for m in config.methods if m in config.generators)]
+    for path in needed:
+        if not Path(path).is_file():
+            raise PPVIError(f"demo weights {path} are missing: restore weights/ from the repository "
+                            "(or see weights/README.md to re-make them)")
     out = Path(out)
     dev = str(select_device(device))
     data = out / "data"
@@ -119,8 +136,13 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     for name in config.methods:
         anon, run_dir = out / "anon" / name, out / "runs" / name
         stage(f"anonymizing with {name}")
-        protector = build_method(name, **method_params(name, config))
+        protector = build_method(method_name(name, config), **method_params(name, config))
         summary = anonymize_dataset(protector, data, anon, fmt="sysu", seed=config.seed, device=dev)
+        recovery = None
+        if name in REVERSIBLE:
+            stage(f"reversing {name} with its recovery generator (authorized)")
+            recovery = recover_dataset(config.generators[name], anon, out / "recovered" / name, raw_root=data,
+                                       fmt="sysu", device=dev)["quality"]
         stage(f"measuring {name}")
         privacy, chaos = privacy_report(data, anon, "sysu"), chaos_report(anon, "sysu")
         _write_json(run_dir / "privacy.json", privacy)
@@ -146,6 +168,8 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
             "eval": {s: {k: r[k] for k in ("rank1", "mAP", "mINP")} for s, r in evaluation["results"].items()},
             "attack": attack["mean"],
         }
+        if recovery is not None:
+            results["methods"][name]["recovery"] = recovery
         roots[name] = anon
         run_dirs.append(run_dir)
     stage("drawing the grid and writing the report")

@@ -48,10 +48,18 @@ def test_demo_writes_tables_and_a_decodable_grid(tmp_path):
     config = DemoConfig(ids=4, images_per_camera=1, height=64, width=32, pixelfade={"steps": 12}, trials=2,
                         attack_epochs=1, attack_ngf=4)
     results = run_demo(tmp_path / "demo", config, device="cpu")
-    assert set(results["methods"]) == {"raw", "mosaic", "blur", "noise", "pixelfade"}
-    for name in ("mosaic", "blur", "noise", "pixelfade"):
+    protected = ("mosaic", "blur", "noise", "pixelfade", "securereid", "ppa")
+    assert set(results["methods"]) == {"raw", *protected}
+    for name in protected:
         assert set(results["methods"][name]["eval"]) == {"raw2raw", "raw2anon", "anon2raw", "anon2anon"}
         assert set(results["methods"][name]["attack"]) == {"visible", "infrared"}
+    for name in ("securereid", "ppa"):  # the shipped generators ran, per modality
+        assert results["methods"][name]["params"]["checkpoint"].endswith(f"demo_{name}.pt")
+        assert all(0 <= v["ssim"] < 0.9 for v in results["methods"][name]["privacy"].values())
+    recovery = results["methods"]["securereid"]["recovery"]  # the authorized reversal undoes part of it
+    assert recovery["images"] == 4 * 6
+    assert recovery["ssim"] > max(v["ssim"] for v in results["methods"]["securereid"]["privacy"].values())
+    assert "recovery" not in results["methods"]["ppa"]
     html = Path(results["report"]).read_text(encoding="utf-8")
     assert "pixelfade" in html and "data:image/png;base64," in html
     for name in ("mosaic", "blur", "noise"):
