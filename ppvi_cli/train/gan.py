@@ -372,13 +372,12 @@ def export_run(path, out, half: bool = False) -> dict:
     from pathlib import Path
 
     from ppvi_cli.atomic import atomic_open
+    from ppvi_cli.models.checkpoint import state_dict_sha256
     from ppvi_cli.runinfo import file_sha256
 
     payload = load_run(path)
     if Path(out).expanduser().resolve() == Path(path).expanduser().resolve():
         raise PPVIError(f"export --out {out} is the checkpoint itself; choose another file")
-    from ppvi_cli.models.checkpoint import state_dict_sha256
-
     keep = INFERENCE_NETS[payload["recipe"]]
     source = file_sha256(path)
     nets = {k: payload["nets"][k] for k in keep}
