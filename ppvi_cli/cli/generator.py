@@ -1,4 +1,5 @@
-"""`ppvi train generator`, `ppvi pose`, `ppvi recover` and `ppvi export`: learned anonymization around its generators."""
+"""`ppvi train generator`, `ppvi pose`, `ppvi recover` and `ppvi export`: learned anonymization
+around its generators."""
 
 from __future__ import annotations
 

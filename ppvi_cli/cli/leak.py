@@ -82,8 +82,9 @@ def leak_command(
             raise PPVIError("--dp-sweep needs --protocol and --setting (e.g. -p market -s raw2raw)")
         if setting == "all":
             raise PPVIError("--dp-sweep takes one --setting (raw2raw, raw2anon, anon2raw or anon2anon), not all")
-        _sweep(ctx, features, protocol, setting, parse_floats(epsilons, "--epsilons", "0.1,0.5,1.0"), delta, sensitivity, seed, dev,
-               classifier, ignore_pid, trials, backend, plot)
+        eps = parse_floats(epsilons, "--epsilons", "0.1,0.5,1.0")
+        _sweep(ctx, features, protocol, setting, eps, delta, sensitivity, seed, dev, classifier, ignore_pid, trials,
+               backend, plot)
         return
     for name, value in (("--protocol", protocol), ("--setting", setting), ("--plot", plot), ("--trials", trials)):
         if value is not None:

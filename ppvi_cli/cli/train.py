@@ -59,8 +59,9 @@ def reid(
     """
     from ppvi_cli.train.trainer import TrainConfig, train_reid
 
-    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe,
-                         pepr_lambdas=tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", "1,0.1,0.001")), backbone=backbone, dual_stream=dual_stream,
+    lambdas = tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", "1,0.1,0.001"))
+    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe, pepr_lambdas=lambdas,
+                         backbone=backbone, dual_stream=dual_stream,
                          pretrained=pretrained, epochs=epochs, p=p, k=k, optimizer=optimizer, lr=lr,
                          input_size=parse_size(size), augment=augment, seed=effective_seed(ctx, seed),
                          device=effective_device(ctx, device), workers=workers, resume=resume)

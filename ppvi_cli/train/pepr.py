@@ -57,6 +57,12 @@ DECODER_CHANNELS = (64, 32)
 ADV_SCALE = 16.0  # logit scale of the cosine identity classifier
 
 
+def check_lambdas(lambdas, name: str = "PEPR lambdas") -> None:
+    """PPVIError unless `lambdas` are three weights >= 0 (triplet, De-ID, Adv-ID); `name` labels the error."""
+    if len(lambdas) != 3 or any(not (w >= 0) for w in lambdas):
+        raise PPVIError(f"{name} must be three weights >= 0 (triplet, De-ID, Adv-ID), got {tuple(lambdas)!r}")
+
+
 def pixelate(images: torch.Tensor, block: int = DEID_BLOCK) -> torch.Tensor:
     """Each `block` x `block` tile replaced by its mean (edge tiles by the mean of their pixels).
 
@@ -185,8 +191,7 @@ class PEPRLoss(nn.Module):
                  margin: float = MARGIN, block: int = DEID_BLOCK,
                  decoder_channels: tuple[int, int] = DECODER_CHANNELS):
         super().__init__()
-        if len(lambdas) != 3 or any(not (w >= 0) for w in lambdas):
-            raise PPVIError(f"PEPR lambdas must be three weights >= 0 (triplet, De-ID, Adv-ID), got {lambdas!r}")
+        check_lambdas(lambdas)
         if block < 1:
             raise PPVIError(f"pixelation block must be >= 1 px, got {block}")
         self.lambdas = tuple(float(w) for w in lambdas)
@@ -202,10 +207,9 @@ class PEPRLoss(nn.Module):
                             f"{tuple(images.shape)}")
         target = pixelate(images, self.block)
         reconstruction = self.decoder(features, images.shape[-2:])
-        unit = F.normalize(features, dim=1)
-        adv_id, adversary = self.adv_id(unit, labels)
-        parts = {"triplet": self.triplet(unit, labels), "deid": F.mse_loss(reconstruction, target),
-                 "adv_id": adv_id, "adversary": adversary}
+        adv_id, adversary = self.adv_id(features, labels)  # cosine logits: it normalises itself
+        parts = {"triplet": self.triplet(F.normalize(features, dim=1), labels),
+                 "deid": F.mse_loss(reconstruction, target), "adv_id": adv_id, "adversary": adversary}
         l_reid, l_deid, l_adv = self.lambdas
         total = l_reid * parts["triplet"] + l_deid * parts["deid"] + l_adv * parts["adv_id"] + parts["adversary"]
         return total, {k: v.detach() for k, v in parts.items()}

@@ -38,7 +38,7 @@ from ppvi_cli.models.pretrained import load_pretrained
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import seed_everything, stamp
 from ppvi_cli.train.losses import AGWLoss
-from ppvi_cli.train.pepr import LAMBDAS as PEPR_LAMBDAS, PEPRLoss
+from ppvi_cli.train.pepr import LAMBDAS as PEPR_LAMBDAS, PEPRLoss, check_lambdas
 from ppvi_cli.train.sampler import PKBatchSampler
 from ppvi_cli.train.schedule import StepSchedule
 from ppvi_cli.data.inputs import check_mirror
@@ -85,9 +85,7 @@ class TrainConfig:
                 raise PPVIError(f"--{name} must be at least {least}, got {value}")
         if self.recipe not in RECIPES:
             raise PPVIError(f"unknown --recipe {self.recipe!r} (choices: {', '.join(RECIPES)})")
-        if len(self.pepr_lambdas) != 3 or any(not (w >= 0) for w in self.pepr_lambdas):
-            raise PPVIError(f"--pepr-lambdas must be three weights >= 0 (triplet, De-ID, Adv-ID), "
-                            f"got {self.pepr_lambdas!r}")
+        check_lambdas(self.pepr_lambdas, "--pepr-lambdas")
         if self.optimizer not in DEFAULT_LR:
             raise PPVIError(f"unknown --optimizer {self.optimizer!r} (choices: {', '.join(DEFAULT_LR)})")
         if self.workers < 0 or self.weight_decay < 0 or self.center_lr < 0:
