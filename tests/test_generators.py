@@ -145,6 +145,26 @@ def test_securereid_logs_every_upgrade_check(securereid_run):
         assert summary["epochs"][1]["g_l1"] < 0.5 * summary["epochs"][0]["g_l1"]
 
 
+def test_upgrade_checks_log_the_recovery_of_the_held_out_images(securereid_run):
+    """The last check ran on the final networks: G_Y on G_X's 8-bit output, scored by scikit-image."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from ppvi_cli.train.gan import train_records
+    from ppvi_cli.train.securereid import split_validation
+
+    config, summary, _ = securereid_run
+    payload = load_run(Path(config.out) / CHECKPOINT)
+    g_x, g_y = restore_net(payload, "g_x"), restore_net(payload, "g_y")
+    _, val = split_validation(train_records(config.data, "sysu")[0], config.val_fraction, config.seed)
+    raw = [read_image(r.path) for r in val]
+    anon = translate(g_x, raw, None, config.input_size, torch.device("cpu"))
+    rec = translate(g_y, anon, None, config.input_size, torch.device("cpu"))
+    ssim = np.mean([structural_similarity(a, b, data_range=255, channel_axis=-1) for a, b in zip(raw, rec)])
+    psnr = np.mean([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(raw, rec)])
+    last = summary["upgrade_checks"][-1]
+    assert last["ssim_rec"] == pytest.approx(ssim, abs=1e-4) and last["psnr_rec"] == pytest.approx(psnr, abs=1e-3)
+
+
 def test_securereid_checkpoint_reloads_bit_exactly_and_resume_replays(securereid_run, tmp_path):
     config, _, _ = securereid_run
     full = load_run(Path(config.out) / CHECKPOINT)

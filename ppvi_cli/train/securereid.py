@@ -18,7 +18,8 @@ recognisable than the desensitised ones within a tolerance, `psnr(x, G_X(x)) < p
 eps_psnr` and `ssim(x, G_X(x)) < ssim(x, m0) + eps_ssim` (as the authors' code compares), and (2)
 rank-1 beats the best so far, which starts at the rank-1 against the desensitised gallery minus
 `eps_r1` (the paper trains a ReID model on raw + desensitised images first for that number; ppvi
-measures it with the joint model at the first check). Every check goes to `upgrades.jsonl`.
+measures it with the joint model at the first check). Every check goes to `upgrades.jsonl`, with
+the recovery (G_Y of the anonymized held-out images) scored alongside, for information.
 """
 
 from __future__ import annotations
@@ -221,23 +222,28 @@ class _Run:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """PSNR/SSIM (anonymized and desensitised vs raw) and rank-1 (raw query vs anonymized or
-        desensitised gallery) on the held-out ids, images at the training size as 8-bit files."""
-        reid, sums = self.reid, {"ssim_anon": 0.0, "psnr_anon": 0.0, "ssim_des": 0.0, "psnr_des": 0.0}
+        """PSNR/SSIM vs raw of the anonymized, desensitised and recovered (G_Y of the 8-bit anonymized)
+        held-out images, and rank-1 (raw query vs anonymized or desensitised gallery), all as 8-bit
+        files at the training size. The recovery figures only inform; no decision reads them."""
+        reid = self.reid
+        sums = {f"{m}_{k}": 0.0 for k in ("anon", "des", "rec") for m in ("ssim", "psnr")}
         self.g_x.eval()
+        self.g_y.eval()
         feats: dict[str, list[torch.Tensor]] = {"raw": [], "anon": [], "des": []}
         val = PairedImages(self.val, self.config, None)
         for raw, des, _, modality, _, _ in loader(val, batch_size=64, workers=self.config.workers):
             raw, des, modality = raw.to(self.device), des.to(self.device), modality.to(self.device)
             anon = torch.from_numpy(to_uint8(from_gan(self.g_x(to_gan(raw))))).permute(0, 3, 1, 2).float() / 255
-            raw_u8, des_u8, anon_u8 = to_uint8(raw), to_uint8(des), to_uint8(anon)
-            for name, other in (("anon", anon_u8), ("des", des_u8)):
+            rec = from_gan(self.g_y(to_gan(anon.to(self.device))))
+            raw_u8 = to_uint8(raw)
+            for name, other in (("anon", to_uint8(anon)), ("des", to_uint8(des)), ("rec", to_uint8(rec))):
                 ssim, psnr = batch_ssim_psnr(raw_u8, other)
                 sums[f"ssim_{name}"] += float(ssim.sum())
                 sums[f"psnr_{name}"] += float(np.minimum(psnr, 100.0).sum())  # identical pairs count as 100 dB
             for name, images in (("raw", raw), ("anon", anon.to(self.device)), ("des", des)):
                 feats[name].append(embed(reid.model, images, modality, reid.config).cpu())
         self.g_x.train()
+        self.g_y.train()
         pids = np.array([r.pid for r in self.val])
         camids = np.array([r.camid for r in self.val])
         stacked = {k: torch.cat(v) for k, v in feats.items()}
