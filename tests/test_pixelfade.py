@@ -112,22 +112,24 @@ def test_clamp_is_to_each_images_own_range():
 
 
 def test_batched_run_equals_a_plain_per_image_reference():
-    # Short on purpose: batched convolutions differ from single ones in the last float bits, and over
-    # tens of steps ReLU / max-pool switches amplify that (why the runner fixes the batches).
-    model, _ = tiny_model()
+    # In float64: in float32, batched and single convolutions (and oneDNN vs native kernels) differ in
+    # the last bits, and a few steps of ReLU / max-pool switches amplify that to 0.04 on some CPUs
+    # (why the runner fixes the batches); float64 keeps the comparison about the algorithm.
+    model = tiny_model()[0].double()
     rng = np.random.default_rng(1)
     images = [textured_image(rng, 32, 16) for _ in range(3)]
-    x = normalised(images)
+    x = normalised(images).double()
     eta, set_id = noise_and_masks([7, 8, 9], (3, 32, 16), masks=5)
+    eta = eta.double()
     params = PixelFade(steps=8, init_steps=5, final_steps=2)
     x_p, run = pixelfade(model, x, None, eta, set_id, params, SIZE)
     assert run["loss"].shape == (3,) and ((run["steps_met"] > 0) & (run["steps_met"] < 8)).all()  # both branches
     for b in range(3):
         assert torch.allclose(x_p[b], reference_one(model, x[b], eta[b], set_id[b], params), atol=1e-4)
     # an image's result does not depend on its batch mates (here a blank one that meets eps more often)
-    blank = normalised([np.zeros((32, 16, 3), np.uint8)])
+    blank = normalised([np.zeros((32, 16, 3), np.uint8)]).double()
     eta2, set2 = noise_and_masks([7, 99], (3, 32, 16), masks=5)
-    other, run2 = pixelfade(model, torch.cat([x[:1], blank]), None, eta2, set2, params, SIZE)
+    other, run2 = pixelfade(model, torch.cat([x[:1], blank]), None, eta2.double(), set2, params, SIZE)
     assert run2["steps_met"][1] != run2["steps_met"][0] and run2["steps_met"][0] == run["steps_met"][0]
     assert torch.allclose(other[0], x_p[0], atol=1e-4)
 
