@@ -57,7 +57,7 @@ class Protected(NamedTuple):
 
     `pixels`: uint8 `[H, W]` or `[H, W, 3]`, the file's content. `stats`: per-file numbers for the
     manifest (e.g. PixelFade's feature distances). `float_pixels`: float32 `[H, W, 3]` in [0, 1]
-    units before 8-bit rounding (only from `lossless` methods; the `--save-float` copy).
+    units before 8-bit rounding (only from `float_copy` methods; the `--save-float` copy).
     """
 
     pixels: np.ndarray
@@ -70,14 +70,17 @@ class Method:
     """Base of every protection method; its dataclass fields are its parameters (with defaults).
 
     Class flags the runner reads:
-    - `lossless`: the result is a float optimisation whose noise JPEG would destroy, so files are
-      stored as PNG content (under their original names) and `protect_batch` fills `float_pixels`.
+    - `lossless`: the result carries low-amplitude detail that JPEG would destroy (PixelFade's
+      optimised noise, SecureReID's recovery information), so files are stored as PNG content
+      (under their original names).
+    - `float_copy`: `protect_batch` fills `float_pixels` (what `--save-float` writes).
     - `batch_sensitive`: batched model arithmetic may differ in the last float bits with the batch's
       make-up, so the runner cuts the same batches in every run (resume, shards) for equal bytes.
     """
 
     name: ClassVar[str] = ""
     lossless: ClassVar[bool] = False
+    float_copy: ClassVar[bool] = False
     batch_sensitive: ClassVar[bool] = False
 
     def params(self) -> dict:

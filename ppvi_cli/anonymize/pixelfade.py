@@ -158,6 +158,7 @@ class PixelFade(Method):
 
     name = "pixelfade"
     lossless = True
+    float_copy = True
     batch_sensitive = True
 
     model: str = ""

@@ -4,11 +4,12 @@ The output mirrors the input path for path, so `--raw DIR --anon DIR` pairs ever
 protected twin. The input is only ever read. A re-run skips finished files; a run with other
 parameters (or another model) into the same output is refused rather than mixing two protections.
 
-Lossless methods (PixelFade) keep every file name, so the mirror and the datasets' split lists stay
-valid, but store PNG content under lossy names (.jpg, .jpeg, .webp): JPEG would destroy the
-optimised noise, and every reader here (PIL) decodes by content. BMP, PNG and TIFF names keep their
-own (lossless) format. `save_float` adds `<name>.npy` beside each image: float32 `[H, W, 3]` in
-[0, 1] units before rounding.
+Lossless methods (PixelFade, the generators) keep every file name, so the mirror and the datasets'
+split lists stay valid, but store PNG content under lossy names (.jpg, .jpeg, .webp): JPEG would
+destroy PixelFade's optimised noise and the information SecureReID's G_Y recovers from, and every
+reader here (PIL) decodes by content. BMP, PNG and TIFF names keep their own (lossless) format.
+`save_float` (methods with a float result: PixelFade) adds `<name>.npy` beside each image: float32
+`[H, W, 3]` in [0, 1] units before rounding.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def anonymize_dataset(
     """
     if batch_size < 1:
         raise PPVIError(f"--batch-size must be >= 1, got {batch_size}")
-    if save_float and not method.lossless:
+    if save_float and not method.float_copy:
         raise PPVIError(f"--save-float: method {method.name!r} writes 8-bit images only; it has no float result")
     src, dst = check_roots(Path(input_root), Path(output_root))
     records, metadata, used_format = collect_inputs(src, fmt)
