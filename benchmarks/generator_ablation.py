@@ -23,8 +23,8 @@ Sizes:
 - `demo` is the CPU ablation: the demo's synthetic set (`ppvi data synth` defaults: 60 ids, 128x64,
   seed 0), generators ngf/ndf 16 at 128x64, batches of 4 ids x 4, PPA 60 epochs and SecureReID 80,
   the PPA teacher = the shipped weights/demo_dual_stream.pt (trained on the same set). Its `ppa-full`
-  and `securereid-upgrade` runs are the commands that made the shipped demo generators
-  (weights/README.md), so a WORK folder holding those runs is reused. `--runs` splits the six runs
+  run is the command that made the shipped PPA demo generator (weights/README.md; the shipped
+  SecureReID one is the same command at 320 epochs). `--runs` splits the six runs
   over processes (the teacher is given, so they are independent). About 25 s per PPA epoch with
   one thread.
 - `full` is sized for a GPU (100 ids, 128x64, ngf 64, 30 epochs).
