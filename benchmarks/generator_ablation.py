@@ -7,7 +7,8 @@
 Trains, on one synthetic VI dataset (`ppvi data synth`, SYSU-MM01 layout), with mosaic supervision:
   PPA baseline (no KPR, no DCMA), +KPR, +DCMA, full (KPR + DCMA), all four distilled from the same
   AGW teacher (--teacher, or trained once by the first run and reused), and
-  SecureReID without and with supervision upgradation.
+  SecureReID without and with supervision upgradation (both hold out the same 20% of the ids for the
+  upgrade checks, so both train on the same ids; the run without only logs its checks).
 Each run's own jointly trained ReID model (its reid.pt, the authorized model) then retrieves on the
 test ids with the `sysu-all` protocol (infrared queries, single-shot visible gallery, 10 trials):
 rank-1 / mAP / mINP for raw2raw, anon2anon, anon2raw (anonymized query, raw gallery) and raw2anon.
@@ -66,7 +67,8 @@ SHARED_MOBILENET = Path(__file__).resolve().parents[1].parent / "shared" / "weig
 SETTINGS = ("anon2anon", "anon2raw", "raw2anon", "raw2raw")
 PPA_RUNS = {"ppa-baseline": dict(kpr=False, dcma=False), "ppa+kpr": dict(kpr=True, dcma=False),
             "ppa+dcma": dict(kpr=False, dcma=True), "ppa-full": dict(kpr=True, dcma=True)}
-SECUREREID_RUNS = {"securereid-no-upgrade": dict(upgrade=False), "securereid-upgrade": dict(upgrade=True)}
+# Both hold out the same 20% of the ids (the upgrade checks' validation set), so they train on the same ids.
+SECUREREID_RUNS = {"securereid-no-upgrade": dict(upgrade=False, hold_out=True), "securereid-upgrade": dict(upgrade=True)}
 
 
 DEMO_TEACHER = Path(__file__).resolve().parents[1] / "weights" / "demo_dual_stream.pt"

@@ -166,6 +166,19 @@ def test_upgrade_checks_log_the_recovery_of_the_held_out_images(securereid_run):
     assert last["ssim_rec"] == pytest.approx(ssim, abs=1e-4) and last["psnr_rec"] == pytest.approx(psnr, abs=1e-3)
 
 
+def test_hold_out_without_upgrading_trains_on_the_upgrading_runs_ids(securereid_run, tmp_path):
+    config, summary, _ = securereid_run
+    plain = replace(config, out=str(tmp_path / "plain"), epochs=1, upgrade=False)
+    assert train_securereid(plain)["train_ids"] == 10 and not plain.validating  # no hold-out by default
+    held = train_securereid(replace(plain, out=str(tmp_path / "held"), hold_out=True))
+    assert held["train_ids"] == summary["train_ids"] == 8 and held["validation_ids"] == 2
+    (check,) = held["upgrade_checks"]  # logged with the recovery, and never acted on
+    assert not check["upgraded"] and held["upgrades"] == 0 and "ssim_rec" in check
+    assert "supervisor" not in load_run(tmp_path / "held" / CHECKPOINT)["nets"]
+    with pytest.raises(PPVIError, match="needs held-out ids"):
+        replace(config, hold_out=False)
+
+
 def test_securereid_checkpoint_reloads_bit_exactly_and_resume_replays(securereid_run, tmp_path):
     config, _, _ = securereid_run
     full = load_run(Path(config.out) / CHECKPOINT)

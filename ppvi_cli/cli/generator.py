@@ -16,7 +16,7 @@ from ppvi_cli.errors import PPVIError
 RECIPES = ("securereid", "ppa")
 # Options that belong to one recipe: option -> recipe.
 _RECIPE_ONLY = {"--teacher": "ppa", "--teacher-epochs": "ppa", "--pose": "ppa", "--no-kpr": "ppa",
-                "--no-dcma": "ppa", "--no-upgrade": "securereid"}
+                "--no-dcma": "ppa", "--no-upgrade": "securereid", "--hold-out": "securereid"}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -47,6 +47,9 @@ def train_generator(
     no_kpr: bool = typer.Option(False, "--no-kpr", help="ppa: drop keypoint preservation (ablation)."),
     no_dcma: bool = typer.Option(False, "--no-dcma", help="ppa: drop cross-modal offset alignment (ablation)."),
     no_upgrade: bool = typer.Option(False, "--no-upgrade", help="securereid: keep the desensitised supervision."),
+    hold_out: bool = typer.Option(None, "--hold-out/--no-hold-out", help="securereid: hold out 20% of the ids and "
+                                  "log the upgrade checks (with G_Y's recovery) [default: only when upgrading]; "
+                                  "with --no-upgrade, trains on the same ids as an upgrading run."),
     input_size: str = typer.Option(None, "--input-size", help="Training size HEIGHTxWIDTH [default: 256x128]."),
     num_downs: int = typer.Option(None, "--num-downs", help="UNet depth [default: 7, unet_128]."),
     ngf: int = typer.Option(None, "--ngf", help="Generator width [default: 64]."),
@@ -66,7 +69,7 @@ def train_generator(
     if recipe not in RECIPES:
         raise PPVIError(f"unknown --recipe {recipe!r} (choices: {', '.join(RECIPES)})")
     given = {"--teacher": teacher, "--teacher-epochs": teacher_epochs, "--pose": pose, "--no-kpr": no_kpr or None,
-             "--no-dcma": no_dcma or None, "--no-upgrade": no_upgrade or None}
+             "--no-dcma": no_dcma or None, "--no-upgrade": no_upgrade or None, "--hold-out": hold_out}
     for flag, value in given.items():
         if value is not None and _RECIPE_ONLY[flag] != recipe:
             raise PPVIError(f"{flag} applies to --recipe {_RECIPE_ONLY[flag]}, not {recipe}")
@@ -79,7 +82,7 @@ def train_generator(
     if recipe == "securereid":
         from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid
 
-        config, train = SecureReIDConfig(**kwargs, upgrade=not no_upgrade), train_securereid
+        config, train = SecureReIDConfig(**kwargs, upgrade=not no_upgrade, hold_out=hold_out), train_securereid
     else:
         from ppvi_cli.train.ppa import PPAConfig, train_ppa
 

@@ -19,7 +19,8 @@ eps_psnr` and `ssim(x, G_X(x)) < ssim(x, m0) + eps_ssim` (as the authors' code c
 rank-1 beats the best so far, which starts at the rank-1 against the desensitised gallery minus
 `eps_r1` (the paper trains a ReID model on raw + desensitised images first for that number; ppvi
 measures it with the joint model at the first check). Every check goes to `upgrades.jsonl`, with
-the recovery (G_Y of the anonymized held-out images) scored alongside, for information.
+the recovery (G_Y of the anonymized held-out images) scored alongside, for information. `hold_out`
+runs the same split and checks without upgrading, for a like-for-like run without upgradation.
 """
 
 from __future__ import annotations
@@ -49,14 +50,30 @@ RECIPE = "securereid"
 
 @dataclass
 class SecureReIDConfig(GeneratorTrainConfig):
-    """SecureReID's arguments on top of the shared ones (batch 16 ids x 4 = the paper's 64)."""
+    """SecureReID's arguments on top of the shared ones (batch 16 ids x 4 = the paper's 64).
+
+    `hold_out`: hold out `val_fraction` of the ids and run the checks; None = only when upgrading.
+    With `upgrade` off and `hold_out` on, the checks are logged but never upgrade, so a run without
+    upgradation trains on the same ids as one with it (the fair ablation).
+    """
 
     upgrade: bool = True
+    hold_out: bool | None = None
     eps_psnr: float = 1.0
     eps_ssim: float = 0.05
     eps_r1: float = 0.05
     val_fraction: float = 0.2
     upgrade_every: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.upgrade and self.hold_out is False:
+            raise PPVIError("supervision upgradation needs held-out ids for its checks: drop --no-hold-out "
+                            "or add --no-upgrade")
+
+    @property
+    def validating(self) -> bool:
+        return self.upgrade if self.hold_out is None else self.hold_out
 
     def upgrade_period(self) -> int:
         """Epochs between upgrade checks: the authors' 5 of 120, scaled to `epochs` (at least 1)."""
@@ -110,7 +127,7 @@ class _Run:
         self.config, cfg = config, config
         self.device, self.out, payload = start_run(cfg, RECIPE, resume)
         records, self.format = train_records(cfg.data, cfg.format)
-        train, self.val = split_validation(records, cfg.val_fraction, cfg.seed) if cfg.upgrade else (records, [])
+        train, self.val = split_validation(records, cfg.val_fraction, cfg.seed) if cfg.validating else (records, [])
         self.labels = label_map(train)
         self.dataset = PairedImages(train, cfg, self.labels, train=True)
         self.sampler = PKBatchSampler([self.labels[r.pid] for r in train], None, cfg.p, cfg.k, seed=cfg.seed)
@@ -214,7 +231,7 @@ class _Run:
         row = {"epoch": epoch + 1, "steps": steps, "lr": cfg.lr * lr_factor(epoch, cfg.epochs),
                **{k: v / max(steps, 1) for k, v in sums.items()}}
         self.state["epoch_logs"].append(row)
-        if cfg.upgrade and (epoch + 1) % cfg.upgrade_period() == 0:
+        if cfg.validating and (epoch + 1) % cfg.upgrade_period() == 0:
             self.check_upgrade(epoch + 1)
         self.save(epoch + 1)
         if on_log:
@@ -260,19 +277,20 @@ class _Run:
         best = self.state["best_rank1"]
         decision = upgrade_decision(m["psnr_anon"], m["ssim_anon"], m["psnr_des"], m["ssim_des"], m["rank1_anon"],
                                     best, cfg.eps_psnr, cfg.eps_ssim)
-        if decision.upgrade:
+        upgrade = decision.upgrade and cfg.upgrade
+        if upgrade:
             self.supervisor = copy.deepcopy(self.g_x).eval().requires_grad_(False)
             self.state["best_rank1"] = m["rank1_anon"]
             self.state["upgrades"] += 1
         self.state["checks"].append({"epoch": epoch, **m, "best_rank1_before": best,
                                      "privacy_ok": decision.privacy_ok, "reid_ok": decision.reid_ok,
-                                     "upgraded": decision.upgrade})
+                                     "upgraded": upgrade})
 
     def save(self, epoch: int) -> None:
         save_run(self.out / CHECKPOINT, RECIPE, self.config, epoch, self.nets(), self.reid.config.to_dict(),
                  self.optimizers(), self.state)
         write_jsonl(self.out / "log.jsonl", self.state["epoch_logs"])
-        if self.config.upgrade:
+        if self.config.validating:
             write_jsonl(self.out / "upgrades.jsonl", self.state["checks"])
 
 
