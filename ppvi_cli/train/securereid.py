@@ -250,14 +250,15 @@ class _Run:
         val = PairedImages(self.val, self.config, None)
         for raw, des, _, modality, _, _ in loader(val, batch_size=64, workers=self.config.workers):
             raw, des, modality = raw.to(self.device), des.to(self.device), modality.to(self.device)
-            anon = torch.from_numpy(to_uint8(from_gan(self.g_x(to_gan(raw))))).permute(0, 3, 1, 2).float() / 255
-            rec = from_gan(self.g_y(to_gan(anon.to(self.device))))
+            anon_u8 = to_uint8(from_gan(self.g_x(to_gan(raw))))  # what a file would hold
+            anon = torch.from_numpy(anon_u8).permute(0, 3, 1, 2).to(self.device).float() / 255
+            rec = from_gan(self.g_y(to_gan(anon)))
             raw_u8 = to_uint8(raw)
-            for name, other in (("anon", to_uint8(anon)), ("des", to_uint8(des)), ("rec", to_uint8(rec))):
+            for name, other in (("anon", anon_u8), ("des", to_uint8(des)), ("rec", to_uint8(rec))):
                 ssim, psnr = batch_ssim_psnr(raw_u8, other)
                 sums[f"ssim_{name}"] += float(ssim.sum())
                 sums[f"psnr_{name}"] += float(np.minimum(psnr, 100.0).sum())  # identical pairs count as 100 dB
-            for name, images in (("raw", raw), ("anon", anon.to(self.device)), ("des", des)):
+            for name, images in (("raw", raw), ("anon", anon), ("des", des)):
                 feats[name].append(embed(reid.model, images, modality, reid.config).cpu())
         self.g_x.train()
         self.g_y.train()
