@@ -68,7 +68,8 @@ SETTINGS = ("anon2anon", "anon2raw", "raw2anon", "raw2raw")
 PPA_RUNS = {"ppa-baseline": dict(kpr=False, dcma=False), "ppa+kpr": dict(kpr=True, dcma=False),
             "ppa+dcma": dict(kpr=False, dcma=True), "ppa-full": dict(kpr=True, dcma=True)}
 # Both hold out the same 20% of the ids (the upgrade checks' validation set), so they train on the same ids.
-SECUREREID_RUNS = {"securereid-no-upgrade": dict(upgrade=False, hold_out=True), "securereid-upgrade": dict(upgrade=True)}
+SECUREREID_RUNS = {"securereid-no-upgrade": dict(upgrade=False, hold_out=True),
+                   "securereid-upgrade": dict(upgrade=True)}
 
 
 DEMO_TEACHER = Path(__file__).resolve().parents[1] / "weights" / "demo_dual_stream.pt"
