@@ -69,14 +69,15 @@ def main() -> None:
             args.format = "sysu"
         if args.input is None or args.model is None:
             parser.error("give --model and --input, or --quick")
-        records, metadata, used = collect_inputs(args.input, args.format)
+        inputs = collect_inputs(args.input, args.format)
+        records, metadata = inputs.records, inputs.metadata
         subset = tmp / "subset"  # the first --limit images and the dataset's metadata, same paths
         for rel in [r.relpath for r in records[:args.limit]] + metadata:
             (subset / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.input / rel, subset / rel)
         out = tmp / "protected"
         method = build_method("pixelfade", model=str(args.model), steps=args.steps)
-        summary = anonymize_dataset(method, subset, out, fmt="auto" if used == "any" else used,
+        summary = anonymize_dataset(method, subset, out, fmt="auto" if inputs.format == "any" else inputs.format,
                                     batch_size=args.batch_size, device=args.device, save_float=True)
         manifest = json.loads(Path(summary["manifest"]).read_text())
 

@@ -1,8 +1,11 @@
 """The two kinds of failure a ppvi command reports, and their exit codes.
 
 Library code raises these; the CLI turns them into a one-line message and the exit code, so a
-pipeline can tell bad input (2) from a protection that failed its gate (1).
+pipeline can tell bad input (2) from a protection that failed its gate (1). Any other exception is
+a bug and exits with INTERNAL_ERROR (3), never with a gate's code.
 """
+
+INTERNAL_ERROR = 3
 
 
 class PPVIError(Exception):

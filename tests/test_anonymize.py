@@ -109,7 +109,7 @@ def test_shards_together_equal_one_run(image_tree, tmp_path):
 
 def test_other_parameters_into_the_same_output_are_refused(image_tree, tmp_path):
     anonymize_dataset(build_method("mosaic", block=4), image_tree, tmp_path / "out")
-    with pytest.raises(PPVIError, match="another params"):
+    with pytest.raises(PPVIError, match=r"belongs to another run \(params \{'block': 4\} there, \{'block': 8\} here"):
         anonymize_dataset(build_method("mosaic", block=8), image_tree, tmp_path / "out")
 
 

@@ -13,13 +13,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ppvi_cli.anonymize.methods import METHODS, Method
-from ppvi_cli.errors import PPVIError
+from ppvi_cli.validate import check_number
 
 
 def mosaic(pixels: np.ndarray, block: int = 24) -> np.ndarray:
     """Fill every `block` x `block` tile with its top-left pixel (SecureReID's mosaic)."""
-    if block < 1:
-        raise PPVIError(f"--block must be >= 1, got {block}")
+    check_number("--block", block, low=1, integer=True)
     rows = (np.arange(pixels.shape[0]) // block) * block
     cols = (np.arange(pixels.shape[1]) // block) * block
     return pixels[rows][:, cols]
@@ -27,15 +26,13 @@ def mosaic(pixels: np.ndarray, block: int = 24) -> np.ndarray:
 
 def gaussian_blur(pixels: np.ndarray, radius: float = 12.0) -> np.ndarray:
     """PIL's GaussianBlur(radius) (SecureReID's blur); radius is the Gaussian's standard deviation."""
-    if radius < 0:
-        raise PPVIError(f"--radius must be >= 0, got {radius}")
+    check_number("--radius", radius, low=0)
     return np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(radius)))
 
 
 def gaussian_noise(pixels: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """x/255 + N(0, sigma), clipped to [0, 1], rounded back to uint8 (SecureReID's noise)."""
-    if sigma < 0:
-        raise PPVIError(f"--sigma must be >= 0, got {sigma}")
+    check_number("--sigma", sigma, low=0)
     noisy = pixels.astype(np.float64) / 255.0 + rng.normal(0.0, sigma, size=pixels.shape)
     return np.round(np.clip(noisy, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -45,6 +42,9 @@ def gaussian_noise(pixels: np.ndarray, sigma: float, rng: np.random.Generator) -
 class Mosaic(Method):
     name = "mosaic"
     block: int = 24
+
+    def __post_init__(self) -> None:
+        check_number("--block", self.block, low=1, integer=True)
 
     def protect(self, images, records, seeds) -> list[np.ndarray]:
         return [mosaic(im, self.block) for im in images]
@@ -56,6 +56,9 @@ class Blur(Method):
     name = "blur"
     radius: float = 12.0
 
+    def __post_init__(self) -> None:
+        check_number("--radius", self.radius, low=0)
+
     def protect(self, images, records, seeds) -> list[np.ndarray]:
         return [gaussian_blur(im, self.radius) for im in images]
 
@@ -65,6 +68,9 @@ class Blur(Method):
 class Noise(Method):
     name = "noise"
     sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_number("--sigma", self.sigma, low=0)
 
     def protect(self, images, records, seeds: Sequence[int]) -> list[np.ndarray]:
         return [gaussian_noise(im, self.sigma, np.random.default_rng(s)) for im, s in zip(images, seeds)]

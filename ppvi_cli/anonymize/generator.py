@@ -159,7 +159,7 @@ def recover_dataset(checkpoint: str | Path, input_root: str | Path, output_root:
                                 batch_size=batch_size, on_progress=on_progress, on_total=on_total)
     if raw_root is not None:
         failed = {item["path"] for item in summary["failed"]}
-        records, _, _ = collect_inputs(Path(input_root), fmt)
+        records = collect_inputs(Path(input_root), fmt).records
         summary["quality"] = recovery_quality(raw_root, output_root, [r.relpath for r in records
                                                                       if r.relpath not in failed])
     return summary

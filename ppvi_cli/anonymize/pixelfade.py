@@ -41,6 +41,7 @@ from ppvi_cli.anonymize.methods import METHODS, Method, Protected
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.transforms import denormalize, normalize, resize, to_tensor
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.validate import check_number
 from ppvi_cli.models.dual_stream import modality_tensor
 
 # The CO's larger step, per kind of data (the authors' code: 0.04 for Market-like, 0.02 for CUHK).
@@ -182,10 +183,8 @@ class PixelFade(Method):
         if self.masks > 255:
             raise PPVIError(f"pixelfade --masks must be <= 255, got {self.masks}")
         for flag, value in (("--eps", self.eps), ("--beta", self.beta), ("--large-step", self.large_step)):
-            if not value >= 0:
-                raise PPVIError(f"pixelfade {flag} must be >= 0, got {value!r}")
-        if not 0 <= self.alpha < 1:
-            raise PPVIError(f"pixelfade --alpha must be in [0, 1), got {self.alpha!r}")
+            check_number(f"pixelfade {flag}", value, low=0)
+        check_number("pixelfade --alpha", self.alpha, low=0, high=1, high_open=True)
         if self.work_size not in WORK_SIZES:
             raise PPVIError(f"pixelfade --work-size must be one of {', '.join(WORK_SIZES)}, got {self.work_size!r}")
         if self.model:  # one spelling per file, so a resume from another folder compares equal

@@ -1,13 +1,18 @@
-"""Apply a protection method to a dataset: mirrored paths, atomic writes, resume, shards, manifest.
+"""Apply a protection method to a dataset: mirrored paths, a run folder, resume, shards, manifest.
 
 The output mirrors the input path for path, so `--raw DIR --anon DIR` pairs every record with its
-protected twin. The input is only ever read. A re-run skips finished files; a run with other
-parameters (or another model) into the same output is refused rather than mixing two protections.
+protected twin. The input is only ever read. The output is a run folder (`ppvi_cli.runfolder`): its
+identity (method, parameters, seed, input, model, batches, storage) is recorded before the first
+file, a file counts as done only when the record lists it with its hash, a resume verifies those
+hashes, and any other file in the output is refused rather than trusted. Every image file under the
+input is accounted for: protected, or listed as failed with its reason (exit 1); images outside
+the dataset's split files are protected too (see `data.inputs`).
 
 Lossless methods (PixelFade, the generators) keep every file name, so the mirror and the datasets'
 split lists stay valid, but store PNG content under lossy names (.jpg, .jpeg, .webp): JPEG would
 destroy PixelFade's optimised noise and the information SecureReID's G_Y recovers from, and every
 reader here (PIL) decodes by content. BMP, PNG and TIFF names keep their own (lossless) format.
+16-bit grey inputs come back 16-bit where the format holds it (`data.imageio`).
 `save_float` (methods with a float result: PixelFade) adds `<name>.npy` beside each image: float32
 `[H, W, 3]` in [0, 1] units before rounding.
 """
@@ -15,26 +20,25 @@ reader here (PIL) decodes by content. BMP, PNG and TIFF names keep their own (lo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
 
 from ppvi_cli.anonymize.methods import Method
-from ppvi_cli.atomic import atomic_open
-from ppvi_cli.data.imageio import ImageReadError, read_image, write_image_atomic, write_text_atomic
+from ppvi_cli.data.imageio import MAX_PIXELS, ImageReadError, decode_image, encode_image
 from ppvi_cli.data.inputs import collect_inputs
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.runfolder import RunFolder, check_outside_inputs
 from ppvi_cli.runinfo import derived_seed, stamp, versions
+from ppvi_cli.validate import check_number
 
 MANIFEST_EVERY_S = 5.0  # how often the manifest is refreshed during a run, so a kill loses little
-LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
-# What must match between runs into one output; "model" and "batches" are None for methods without.
-_SAME_RUN_KEYS = ("method", "params", "seed", "input", "model", "batches")
+_MANIFEST = re.compile(r"^manifest(\.shard-\d+-of-\d+)?\.json$")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -49,17 +53,12 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 def check_roots(input_root: Path, output_root: Path) -> tuple[Path, Path]:
-    """Resolve both roots; refuse an output inside the input (or the reverse)."""
+    """Resolve both roots; refuse a missing input and an output inside the input (or the reverse)."""
     if not input_root.exists():
         raise PPVIError(f"--input {input_root} does not exist")
     if not input_root.is_dir():
         raise PPVIError(f"--input {input_root} is not a directory")
-    src, dst = input_root.resolve(), output_root.resolve()
-    if dst == src or dst.is_relative_to(src):
-        raise PPVIError(f"--output {output_root} is inside --input {input_root}: choose a folder outside it")
-    if src.is_relative_to(dst):
-        raise PPVIError(f"--input {input_root} is inside --output {output_root}: choose a folder outside it")
-    return src, dst
+    return input_root.resolve(), check_outside_inputs(output_root, {"--input": input_root}, option="--output")
 
 
 def manifest_name(shard: tuple[int, int]) -> str:
@@ -71,48 +70,6 @@ def float_copy_path(image_path: str | Path) -> Path:
     """Where `save_float` puts an image's float copy: `<name>.npy` beside it."""
     image_path = Path(image_path)
     return image_path.with_name(image_path.name + ".npy")
-
-
-def _previous_manifest(path: Path, header: dict) -> dict:
-    """The per-file status of an earlier run into the same output; refuse if its settings differ."""
-    if not path.exists():
-        return {}
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        raise PPVIError(f"{path} is unreadable: delete it or choose another --output") from None
-    header = json.loads(json.dumps(header))  # as it will read back (tuples become lists)
-    for key in _SAME_RUN_KEYS:
-        if old.get(key) != header.get(key):
-            what, hint = ("batch size", " (or rerun with its --batch-size)") if key == "batches" else (key, "")
-            raise PPVIError(
-                f"{path.parent} was made with another {what} ({old.get(key)!r} vs {header.get(key)!r}): "
-                f"choose a new --output or delete the old one{hint}"
-            )
-    return old.get("files", {})
-
-
-def _copy_metadata(src: Path, dst: Path, relpaths: list[str]) -> None:
-    for rel in relpaths:
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(src / rel, tmp)
-        tmp.replace(target)
-
-
-def _write_protected(path: Path, pixels: np.ndarray, lossless: bool) -> None:
-    if lossless and path.suffix.lower() in LOSSY_SUFFIXES:
-        image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
-        with atomic_open(path, "wb") as fh:
-            image.save(fh, format="PNG")
-    else:
-        write_image_atomic(path, pixels)
-
-
-def _write_float(path: Path, pixels: np.ndarray) -> None:
-    with atomic_open(float_copy_path(path), "wb") as fh:
-        np.save(fh, np.asarray(pixels, dtype=np.float32))
 
 
 def _shard_batches(records: list[Record], shard: tuple[int, int], batch_size: int, fixed: bool) -> list[list[Record]]:
@@ -148,9 +105,14 @@ def _work(planned: list[list[Record]], batch_size: int, fixed: bool,
         yield batch, {r.relpath for r in batch}
 
 
+def _copy(path: Path, fh) -> None:
+    with open(path, "rb") as source:
+        shutil.copyfileobj(source, fh)
+
+
 def _stats_summary(files: dict) -> dict:
-    """Mean and max of every per-file statistic over the files written (empty for methods without)."""
-    rows = [v["stats"] for v in files.values() if v.get("status") == "written" and v.get("stats")]
+    """Mean and max of every per-file statistic over the files done (empty for methods without)."""
+    rows = [v["stats"] for v in files.values() if v.get("status") in ("written", "skipped") and v.get("stats")]
     if not rows:
         return {}
     keys = sorted(set().union(*rows))
@@ -169,97 +131,141 @@ def anonymize_dataset(
     batch_size: int = 16,
     device: str = "auto",
     save_float: bool = False,
+    overwrite: bool = False,
+    max_pixels: int = MAX_PIXELS,
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> dict:
     """Protect every image of `input_root` into the mirror `output_root`; return the run summary.
 
     Returns `{"method", "params", "seed", "written", "skipped", "failed": [{"path", "reason"}],
-    "output", "manifest", "format", "shard", "model", "stats", "versions"}`; `model` is what the method's setup
-    records (checkpoint path and checksums) or None, `stats` the mean and max of the per-file stats.
-    Failed images (unreadable, corrupt) are listed, not fatal. `device` is where a method with a
-    model runs; it is recorded but not compared on resume (a resume may continue on another device,
-    whose float rounding then applies to the files it writes).
+    "repaired", "outside_splits", "ignored", "output", "manifest", "format", "shard", "model",
+    "stats", "versions"}`; `model` is what the method's setup records (checkpoint path and
+    checksums) or None, `stats` the mean and max of the per-file stats. Images that cannot be
+    protected (unreadable, corrupt, special files, unsupported formats) are listed in `failed`, not
+    fatal. `overwrite` replaces files at this run's output paths that its record does not cover.
+    `device` is where a method with a model runs; it is recorded but not compared on resume (a
+    resume may continue on another device, whose float rounding then applies to the files it writes).
+    Everything is checked (options, input, model) before the output is touched.
     """
-    if batch_size < 1:
-        raise PPVIError(f"--batch-size must be >= 1, got {batch_size}")
+    check_number("--batch-size", batch_size, low=1, integer=True)
+    check_number("--max-pixels", max_pixels, low=1, integer=True)
     if save_float and not method.float_copy:
         raise PPVIError(f"--save-float: method {method.name!r} writes 8-bit images only; it has no float result")
     src, dst = check_roots(Path(input_root), Path(output_root))
-    records, metadata, used_format = collect_inputs(src, fmt)
+    inputs = collect_inputs(src, fmt)
+    records = inputs.records
     index, count = shard
     planned = _shard_batches(records, shard, batch_size, method.batch_sensitive)
     mine = [r for batch in planned for r in batch]
+    mine_refused = [item for i, item in enumerate(inputs.refused) if i % count == index]
 
     provenance = dict(method.setup(device))
     used_device = provenance.pop("device", device)
-    header = {"method": method.name, "params": method.params(), "seed": seed, "input": str(src),
-              "format": used_format, "shard": f"{index}/{count}", "model": provenance or None, "device": used_device,
-              "batches": {"size": batch_size, "order": "path"} if method.batch_sensitive else None}
+    identity = {"command": "anonymize", "method": method.name, "params": method.params(), "seed": seed,
+                "input": str(src), "format": inputs.format, "model": provenance or None,
+                "batches": {"size": batch_size, "order": "path"} if method.batch_sensitive else None,
+                "save_float": save_float}
+    header = {k: v for k, v in identity.items() if k != "command"}
+    header.update(shard=f"{index}/{count}", device=used_device)
     if method.lossless:
         header["storage"] = ("8-bit PNG content under the original file names (.jpg/.jpeg/.webp names too); "
                              "BMP/PNG/TIFF names keep their own lossless format"
                              + ("; float32 copies in <name>.npy" if save_float else ""))
-    manifest_path = dst / manifest_name(shard)
-    dst.mkdir(parents=True, exist_ok=True)
-    files = _previous_manifest(manifest_path, header)
-    _copy_metadata(src, dst, metadata)
-    if on_total:  # only now: a run refused above prints just its error
-        on_total(len(mine))
-
-    def save_manifest(done: bool) -> None:
-        body = {**stamp(seed, method.params()), **header, "complete": done,
-                "counts": {s: sum(v["status"] == s for v in files.values()) for s in ("written", "skipped", "failed")},
-                "stats": _stats_summary(files), "files": files}
-        write_text_atomic(manifest_path, json.dumps(body, indent=1, sort_keys=False) + "\n")
-
-    def finished(rec: Record) -> bool:
-        return (dst / rec.relpath).exists()
-
+    outputs = {r.relpath for r in records} | set(inputs.metadata)
+    if save_float:
+        outputs |= {float_copy_path(r.relpath).as_posix() for r in records}
+    manifest = manifest_name(shard)
+    folder = RunFolder(dst, identity, inputs={"--input": src}, part=f"shard-{index}-of-{count}",
+                       owns=lambda rel: rel in outputs or bool(_MANIFEST.match(rel)), overwrite=overwrite,
+                       option="--output", hints={"batches": "rerun with its --batch-size"})
+    files: dict[str, dict] = {}
     written = skipped = 0
-    failed: list[dict] = []
-    last_save = time.monotonic()
-    for rec in mine:
-        if finished(rec):
-            skipped += 1
-            if files.get(rec.relpath, {}).get("status") != "written":  # keep the run that wrote it
-                files[rec.relpath] = {"status": "skipped"}
+    failed = [dict(item) for item in mine_refused]
+    with folder:
+        for rel in inputs.metadata:
+            if not folder.finished(rel):
+                folder.write(rel, lambda fh, rel=rel: _copy(src / rel, fh))
+        if on_total:  # only now: a refused run prints just its error
+            on_total(len(mine) + len(mine_refused))
+        for item in mine_refused:
+            files[item["path"]] = {"status": "failed", "reason": item["reason"]}
             if on_progress:
                 on_progress(1)
 
-    try:
-        for batch_records, to_write in _work(planned, batch_size, method.batch_sensitive, finished):
-            batch, images = [], []
-            for rec in batch_records:
-                try:
-                    images.append(read_image(rec.path))
+        def finished(rec: Record) -> bool:
+            return folder.finished(rec.relpath) and (not save_float or folder.finished(float_copy_path(rec.relpath).as_posix()))
+
+        def save_manifest(done: bool) -> None:
+            body = {**stamp(seed, method.params()), **header, "complete": done,
+                    "counts": {s: sum(v["status"] == s for v in files.values()) for s in ("written", "skipped", "failed")},
+                    "stats": _stats_summary(files), "outside_splits": len(inputs.outside_splits),
+                    "ignored": inputs.ignored if index == 0 else [], "files": files}
+            folder.write_text(manifest, json.dumps(body, indent=1) + "\n")
+
+        for rec in mine:
+            if finished(rec):
+                skipped += 1
+                entry = folder.entry(rec.relpath)
+                files[rec.relpath] = {"status": "skipped", "sha256": entry["sha256"],
+                                      **({"stats": entry["stats"]} if entry.get("stats") else {})}
+                if on_progress:
+                    on_progress(1)
+        last_save = time.monotonic()
+        try:
+            for batch_records, to_write in _work(planned, batch_size, method.batch_sensitive, finished):
+                batch, images, modes, sources = [], [], [], {}
+                for rec in batch_records:
+                    try:
+                        decoded = decode_image(rec.path, max_pixels)
+                    except ImageReadError as exc:
+                        failed.append({"path": rec.relpath, "reason": exc.reason})
+                        files[rec.relpath] = {"status": "failed", "reason": exc.reason}
+                        if on_progress:
+                            on_progress(1)
+                        continue
                     batch.append(rec)
-                except ImageReadError as exc:
-                    failed.append({"path": rec.relpath, "reason": exc.reason})
-                    files[rec.relpath] = {"status": "failed", "reason": exc.reason}
-                    if on_progress:
-                        on_progress(1)
-            if batch:
+                    images.append(decoded.pixels)
+                    modes.append(decoded.sixteen_bit)
+                if not batch:
+                    continue
                 seeds = [derived_seed(seed, rec.relpath) for rec in batch]
-                new = 0
-                for rec, result in zip(batch, method.protect_batch(images, batch, seeds)):
+                staged, extra = [], {}
+                for rec, sixteen, result in zip(batch, modes, method.protect_batch(images, batch, seeds)):
                     if rec.relpath not in to_write:
                         continue
-                    _write_protected(dst / rec.relpath, result.pixels, method.lossless)
+                    staged.append(folder.stage(rec.relpath, lambda fh, p=result.pixels, s=sixteen, r=rec.relpath:
+                                               encode_image(fh, p, r, lossless=method.lossless, sixteen_bit=s)))
+                    extra[rec.relpath] = {"stats": result.stats} if result.stats else {}
                     if save_float:
-                        _write_float(dst / rec.relpath, result.float_pixels)
-                    files[rec.relpath] = {"status": "written", **({"stats": result.stats} if result.stats else {})}
-                    new += 1
+                        staged.append(folder.stage(float_copy_path(rec.relpath).as_posix(), lambda fh, f=result.float_pixels:
+                                                   np.save(fh, np.asarray(f, dtype=np.float32))))
+                folder.commit(staged, extra)
+                for rec in batch:
+                    if rec.relpath in to_write:
+                        files[rec.relpath] = {"status": "written", "sha256": folder.entry(rec.relpath)["sha256"],
+                                              **extra[rec.relpath]}
+                new = sum(rec.relpath in to_write for rec in batch)
                 written += new
                 if on_progress:
                     on_progress(new)
-            if time.monotonic() - last_save > MANIFEST_EVERY_S:
+                if time.monotonic() - last_save > MANIFEST_EVERY_S:
+                    save_manifest(done=False)
+                    last_save = time.monotonic()
+            complete = not failed and written + skipped == len(mine)
+            if complete:
+                folder.sync()  # every file on disk before the manifest says so
+        except BaseException:
+            try:
                 save_manifest(done=False)
-                last_save = time.monotonic()
-    finally:
-        save_manifest(done=not failed and written + skipped == len(mine))
+            except OSError:  # e.g. the disk that stopped the run is still full: the journal has the files
+                pass
+            raise
+        save_manifest(done=complete)
 
     return {"method": method.name, "params": method.params(), "seed": seed, "written": written,
-            "skipped": skipped, "failed": failed, "output": str(dst), "manifest": str(manifest_path),
-            "format": used_format, "shard": f"{index}/{count}", "model": provenance or None,
-            "device": used_device, "stats": _stats_summary(files), "versions": versions()}
+            "skipped": skipped, "failed": failed, "repaired": list(folder.repaired),
+            "outside_splits": len(inputs.outside_splits), "ignored": len(inputs.ignored), "output": str(dst),
+            "manifest": str(dst / manifest), "format": inputs.format, "shard": f"{index}/{count}",
+            "model": provenance or None, "device": used_device, "stats": _stats_summary(files),
+            "versions": versions()}

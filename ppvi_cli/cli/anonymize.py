@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.app import app
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.data.imageio import MAX_PIXELS
 from ppvi_cli.device import DEVICE_HELP
 from ppvi_cli.errors import GateFailed, PPVIError
 
@@ -73,14 +74,22 @@ def anonymize(
     shard: str = typer.Option("0/1", "--shard", help="Process shard i of n (i/n); run n processes for the whole set."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
     device: str = typer.Option(None, "--device", help=f"Where a method with a model runs: {DEVICE_HELP} (default: the global --device)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files at the output's paths that no record "
+                                   "of this run covers (never done silently: without it they are refused)."),
+    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", min=1, help="Refuse (per file) images larger than "
+                                   "this many pixels: decompression bombs."),
 ) -> None:
     """Protect every image of --input into --output, path for path.
 
-    Files are written atomically; a re-run skips finished files (resume after a kill); manifest.json
-    records method, parameters, seed, model checksum, versions and per-file status (and, for
-    pixelfade, each file's feature distance as stored). pixelfade writes 8-bit PNG content under the
-    original file names. Unreadable images are listed and make the exit code 1; the rest are still
-    processed.
+    The output is a run folder: its identity (method, parameters, seed, input, model) is recorded in
+    .ppvi/ before the first file, each file counts as done only when the record lists it with its
+    SHA-256, and a re-run resumes by verifying those hashes. Files in the output that no record of
+    this run covers are refused (exit 2) unless --overwrite; another run into the same output is
+    refused. manifest.json records method, parameters, seed, model checksum, versions and per-file
+    status and hash (and, for pixelfade, each file's feature distance as stored). pixelfade and the
+    generators write 8-bit PNG content under the original file names. Every image file under
+    --input is protected (those outside the split files too) or listed with its reason, which makes
+    the exit code 1.
     """
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset, parse_shard
@@ -103,6 +112,7 @@ def anonymize(
         summary = anonymize_dataset(protector, input_root, output_root, fmt=fmt_name, seed=run_seed,
                                     shard=parse_shard(shard), batch_size=batch_size,
                                     device=effective_device(ctx, device), save_float=save_float,
+                                    overwrite=overwrite, max_pixels=max_pixels,
                                     on_progress=bar.advance, on_total=bar.set_total)
 
     def human(console):
@@ -120,6 +130,10 @@ def anonymize(
             console.print(stats)
         params = ", ".join(f"{k}={v}" for k, v in summary["params"].items())
         console.print(f"params: {params}; seed {summary['seed']}; manifest {summary['manifest']}")
+        if summary["outside_splits"]:
+            console.print(f"{summary['outside_splits']} images outside the dataset's split files were protected too")
+        if summary["repaired"]:
+            console.print(f"{len(summary['repaired'])} files whose bytes no longer matched the record were redone")
         if summary["model"]:
             console.print("model: " + ", ".join(f"{k}={v}" for k, v in summary["model"].items() if k != "config"))
         console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
@@ -128,4 +142,4 @@ def anonymize(
 
     emit(ctx, summary, human)
     if summary["failed"]:
-        raise GateFailed(f"{len(summary['failed'])} image(s) could not be read (listed in {summary['manifest']})")
+        raise GateFailed(f"{len(summary['failed'])} image(s) could not be protected (listed in {summary['manifest']})")

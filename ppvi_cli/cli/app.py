@@ -1,7 +1,9 @@
 """The `ppvi` console script: global options, command registration, exit codes.
 
-Exit codes: 0 success, 1 a failed gate, 2 bad usage or bad input (one line on stderr naming the
-file or option at fault; a traceback only with --debug).
+Exit codes: 0 success; 1 a failed gate, or inputs that could not be protected (listed); 2 bad
+usage or bad input, including an output that cannot be written (one line on stderr naming the file
+or option at fault); 3 an internal error (a bug: one line that points at --debug, so a CI gate never
+mistakes a crash for a failed gate); 130 interrupted. A traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from rich.text import Text
 from ppvi_cli import __version__
 from ppvi_cli.cli.common import GlobalOptions, stderr
 from ppvi_cli.device import DEVICE_HELP
-from ppvi_cli.errors import GateFailed, PPVIError
+from ppvi_cli.errors import INTERNAL_ERROR, GateFailed, PPVIError
 
 app = typer.Typer(
     name="ppvi",
@@ -87,4 +89,18 @@ def main() -> None:
     except KeyboardInterrupt:
         stderr.print("interrupted: finished files are kept; run the same command again to resume")
         sys.exit(130)
+    except OSError as exc:  # the file system said no: read-only, full, missing, permissions
+        if debug:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        stderr.print(Text("error: ", style="red") + Text(f"cannot use{where}: {exc.strerror or exc}; "
+                                                          "finished files are kept (rerun to resume)"))
+        sys.exit(PPVIError.exit_code)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug, never a gate result
+        if debug:
+            raise
+        stderr.print(Text("internal error: ", style="red") + Text(f"{type(exc).__name__}: {exc}"[:300]
+                                                                   + " (a bug in ppvi; rerun with --debug for the "
+                                                                   "traceback and report it)"))
+        sys.exit(INTERNAL_ERROR)
 

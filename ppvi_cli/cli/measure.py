@@ -29,13 +29,15 @@ def privacy(
 ) -> None:
     """SSIM and PSNR of every anonymized image against its raw twin; mean per modality.
 
-    Lower is more private. PSNR is null in JSON (inf in tables) for identical images.
+    Lower is more private. PSNR is null in JSON (inf in tables) for identical images. The SSIM of an
+    image smaller than the 7x7 window is undefined (null, listed under "undefined"); a gate on an
+    undefined mean fails.
     """
     from ppvi_cli.measure import gate_failures, privacy_report
 
     with progress(ctx, "privacy") as bar:
         summary = privacy_report(raw, anon, fmt_name, on_progress=bar, on_total=bar.set_total)
-    _gate(summary, gate_failures(summary["mean"], {"ssim": max_ssim, "psnr": max_psnr}))
+    _gate(summary, gate_failures(summary["mean"], {"ssim": max_ssim, "psnr": max_psnr}, summary["undefined"]))
 
     def human(console):
         table = Table(title=f"privacy: {anon} vs {raw}")
@@ -60,13 +62,14 @@ def chaos(
 ) -> None:
     """Anderson-Darling statistic of each image's pixels against a normal law (PixelFade's chaos).
 
-    Lower is more chaotic, i.e. closer to Gaussian noise. Constant images give null (nan).
+    Lower is more chaotic, i.e. closer to Gaussian noise. A constant image has no defined AD (null in
+    JSON, listed under "undefined"): it is not chaotic, so a --max-ad gate fails on it.
     """
     from ppvi_cli.measure import chaos_report, gate_failures
 
     with progress(ctx, "chaos") as bar:
         summary = chaos_report(root, fmt_name, on_progress=bar, on_total=bar.set_total)
-    _gate(summary, gate_failures(summary["mean"], {"ad": max_ad}))
+    _gate(summary, gate_failures(summary["mean"], {"ad": max_ad}, summary["undefined"]))
 
     def human(console):
         table = Table(title=f"chaos (Anderson-Darling) of {root}")

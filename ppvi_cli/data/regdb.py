@@ -33,6 +33,11 @@ def pid_of(relpath: str) -> int:
     return int(relpath.split("/")[1])
 
 
+def modality_of(relpath: str) -> str:
+    """The modality a path implies by its top folder (for images in no idx list)."""
+    return INFRARED if relpath.split("/", 1)[0] == KIND_DIR["thermal"] else VISIBLE
+
+
 def looks_like(root: Path) -> bool:
     return any((root / d).is_dir() for d in ("Visible", "Thermal", "idx"))
 

@@ -31,6 +31,12 @@ def _camera_dirs(root: Path) -> dict[int, Path]:
     return {int(m.group(1)): p for p in root.iterdir() if p.is_dir() and (m := _CAM_DIR.match(p.name))}
 
 
+def modality_of(relpath: str) -> str:
+    """The modality a path implies by its camera folder (for images outside the id lists)."""
+    match = _CAM_DIR.match(relpath.split("/", 1)[0])
+    return INFRARED if match and int(match.group(1)) in INFRARED_CAMERAS else VISIBLE
+
+
 def looks_like(root: Path) -> bool:
     return bool(_camera_dirs(root)) or (root / id_file("train")).is_file()
 

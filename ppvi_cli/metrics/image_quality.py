@@ -33,7 +33,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
 
 
 def batch_ssim_psnr(
-    raw: np.ndarray, anon: np.ndarray, data_range: float = 255.0
+    raw: np.ndarray, anon: np.ndarray, data_range: float = 255.0, min_side: int = WIN_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
     """SSIM and PSNR of each pair ``(raw[i], anon[i])``.
 
@@ -41,6 +41,8 @@ def batch_ssim_psnr(
         raw: ``[N, H, W]`` grey or ``[N, H, W, C]`` channels-last images, H and W at least 7.
         anon: the same shape, e.g. the protected or recovered versions of ``raw``.
         data_range: span of possible pixel values (255 for 8-bit images).
+        min_side: images with a side below the 7x7 window are refused (ValueError) unless this is
+            lowered; their SSIM is then NaN (undefined), their PSNR still exact.
 
     Returns:
         ``(ssim, psnr)``, each ``[N]`` float64; psnr in dB, ``inf`` for identical images.
@@ -51,10 +53,12 @@ def batch_ssim_psnr(
         >>> s.round(4), p.round(2)
         (array([0.8667, 0.8667]), array([48.13, 48.13]))
     """
-    _check_pair(raw, anon, batched=True)
+    _check_pair(raw, anon, batched=True, min_side=min_side)
     raw, anon = np.asarray(raw), np.asarray(anon)
     data_range = _check_range(data_range)
-    return _batch_ssim(raw, anon, data_range), _batch_psnr(raw, anon, data_range)
+    small = min(raw.shape[1:3]) < WIN_SIZE
+    ssim = np.full(len(raw), np.nan) if small else _batch_ssim(raw, anon, data_range)
+    return ssim, _batch_psnr(raw, anon, data_range)
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, batched: bool, min_side: int = WIN_SIZE) -> None:

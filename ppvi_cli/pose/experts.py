@@ -180,10 +180,11 @@ def render_pose_maps(data: str | Path, out: str | Path, pose: str = "groundtruth
     from ppvi_cli.data.inputs import collect_inputs
     from ppvi_cli.runinfo import stamp
 
-    src, dst = Path(data).resolve(), Path(out).resolve()
-    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
-        raise PPVIError(f"--out {out} and --data {data} overlap: write the maps to a folder outside the data")
-    records, _, used_format = collect_inputs(src, fmt)
+    from ppvi_cli.runfolder import check_outside_inputs
+
+    src, dst = Path(data).resolve(), check_outside_inputs(out, {"--data": data})
+    inputs = collect_inputs(src, fmt)
+    records, used_format = inputs.records, inputs.format
     expert = build_expert(pose, src, device)
     if on_total:
         on_total(len(records))

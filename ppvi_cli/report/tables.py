@@ -216,7 +216,7 @@ def dataset_grid(rows: list[dict], out_png: Path) -> tuple[Path | None, str]:
         return None, "no protected or recovered folder found here; no image grid"
     try:
         fmt = rows[0]["format"]
-        records, _, _ = collect_inputs(raw, "auto" if fmt == "any" else fmt)  # "any": a plain folder of images
+        records = collect_inputs(raw, "auto" if fmt == "any" else fmt).records  # "any": a plain folder of images
     except PPVIError as exc:
         return None, f"cannot read {raw} for the image grid: {exc}"
     shared = [r for r in records if all((root / r.relpath).is_file() for root in columns.values())]

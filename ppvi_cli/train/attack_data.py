@@ -43,7 +43,8 @@ def attack_splits(raw: Path, fmt: str, seed: int,
         records = dataset.records()
         lacking = "no train split" if not public else "no test split"
     else:
-        records, _, used = collect_inputs(raw, fmt)
+        inputs = collect_inputs(raw, fmt)
+        records, used = inputs.records, inputs.format
         lacking = "no splits"
     public, test, how = _seeded_split(records, seed, test_fraction, raw)
     return public, test, [f"{lacking}: {how} (seed {seed})"], used
