@@ -45,7 +45,8 @@ except ImportError:  # pragma: no cover - Windows
 
 BOOKKEEPING = ".ppvi"
 RUN_FORMAT = "ppvi-run"
-TEMP_SUFFIX = ".part"  # temp files are `.<name>.<random>.part` beside their target
+TEMP_PREFIX = ".ppvi-tmp-"  # staged files are `.ppvi-tmp-<random>-<name>` beside their target (suffix kept)
+TEMP_SUFFIX = ".part"  # `atomic.atomic_open`'s temp files: `.<name>.<random>.part`
 _HASH_CHUNK = 1 << 20
 
 
@@ -232,7 +233,7 @@ class RunFolder:
                     raise PPVIError(f"{self.option} {self.given}: {(base / name).relative_to(self.root)} is a symbolic "
                                     "link; ppvi writes only into real folders (remove the link)")
             for name in filenames:
-                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                if name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
                     if clean_temps:  # a killed run's half-written file; no other writer is alive
                         (base / name).unlink(missing_ok=True)
                     continue
@@ -289,14 +290,22 @@ class RunFolder:
 
     def stage(self, relpath: str, write: Callable[[BinaryIO], None]) -> Staged:
         """Write a file under a temp name beside its target (not visible until `commit`)."""
+
+        def make(temp: Path) -> None:
+            with open(temp, "xb") as fh:
+                write(fh)
+
+        return self.stage_path(relpath, make)
+
+    def stage_path(self, relpath: str, make: Callable[[Path], object]) -> Staged:
+        """Let `make(temp_path)` create the file (for writers that want a path, e.g. matplotlib)."""
         target = self.root / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.parent.resolve().is_relative_to(self.root):
             raise PPVIError(f"{self.option} {self.given}: {relpath} would be written outside the folder")
-        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+        temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
         try:
-            with open(temp, "xb") as fh:
-                write(fh)
+            make(temp)
             os.chmod(temp, 0o666 & ~_umask())
             return Staged(relpath, temp, sha256_of(temp))
         except BaseException:
@@ -328,6 +337,11 @@ class RunFolder:
 
     def write(self, relpath: str, write: Callable[[BinaryIO], None], extra: dict | None = None) -> None:
         self.commit([self.stage(relpath, write)], {relpath: extra} if extra else None)
+
+    def produce(self, relpath: str, make: Callable[[Path], object]) -> Path:
+        """`stage_path` and commit in one step; returns the final path."""
+        self.commit([self.stage_path(relpath, make)])
+        return self.root / relpath
 
     def write_text(self, relpath: str, text: str) -> None:
         self.write(relpath, lambda fh: fh.write(text.encode("utf-8")))

@@ -286,7 +286,7 @@ def test_export_keeps_the_inference_networks_and_anonymizes_identically(securere
     with pytest.raises(PPVIError, match="exported inference file"):
         train_securereid(replace(config, out=str(resume_out)), resume=True)
     same = run_cli("export", "--checkpoint", str(ckpt), "--out", str(ckpt))
-    assert same.returncode == 2 and "is the checkpoint itself" in same.stderr
+    assert same.returncode == 2 and "must never land on an input" in same.stderr
 
 
 # --- PPA: dual-stream training with KPR and DCMA, ablation, teacher reuse, per-modality inference ---

@@ -110,12 +110,15 @@ def test_report_writes_json_png_and_a_self_contained_html(runs, tmp_path):
     assert [r["method"] for r in saved["datasets"]["synthvi"]["rows"]] == ["blur", "mosaic"]
     assert saved["datasets"]["market"]["grid"] is None and saved["run"]["versions"]["ppvi"]
     assert any("mosaic (synthvi)" in n and "pixelfade (market)" in n for n in doc["notes"])
-    for png in (doc["plot"], saved["datasets"]["synthvi"]["grid"]):
-        with Image.open(png) as im:
+    for png in (doc["plot"], saved["datasets"]["synthvi"]["grid"]):  # relative to the report folder
+        with Image.open(tmp_path / "rep" / png) as im:
             im.load()
             assert im.format == "PNG" and im.size[0] > 100
+    html_text = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    for text in (html_text, (tmp_path / "rep" / "report.json").read_text()):
+        assert str(tmp_path) not in text  # no absolute local path: the report may be mailed
     page = _Page()
-    page.feed((tmp_path / "rep" / "report.html").read_text(encoding="utf-8"))
+    page.feed(html_text)
     assert page.links == [] and len(page.images) == 2  # the synthvi grid and the scatter plot
     for src in page.images:
         assert src.startswith("data:image/png;base64,")

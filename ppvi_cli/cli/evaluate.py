@@ -17,6 +17,8 @@ from ppvi_cli.cli.app import app
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
 from ppvi_cli.cli.features import CACHE_HELP, FORMAT_HELP, TEST_IDS_HELP, TRIAL_HELP, model_features, source_summary
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.metrics.features import SETTINGS
+from ppvi_cli.runfolder import check_outside_inputs
 
 PER_QUERY_COLUMNS = ("setting", "trial", "query", "path", "pid", "camid", "positives", "first_rank", "cmc_rank",
                      "AP", "INP")
@@ -52,8 +54,10 @@ def eval_command(
     figure: Path = typer.Option(None, "--figure", help="Draw ranked lists to this PNG (one per setting)."),
     topk: int = typer.Option(10, "--topk", min=1, help="Length of the ranked lists."),
     figure_queries: int = typer.Option(8, "--figure-queries", min=1, help="Queries (rows) in the figure."),
-    image_root: Path = typer.Option(None, "--image-root", help="Folder the features file's paths are relative to "
-                                    "(with --model: --data)."),
+    image_root: Path = typer.Option(None, "--image-root", help="Folder the features file's raw image paths are "
+                                    "relative to, for --figure (with --model: --data)."),
+    anon_image_root: Path = typer.Option(None, "--anon-image-root", help="Folder of the protected images, for "
+                                         "--figure of a setting with an anonymized side (with --model: --anon)."),
     chunk_size: int = typer.Option(8192, "--chunk-size", min=1, help="Gallery rows per streamed chunk."),
     query_block: int = typer.Option(512, "--query-block", min=1, help="Queries per product."),
     dp_epsilon: float = typer.Option(None, "--dp-epsilon", help="Differentially private gallery: Gaussian "
@@ -75,6 +79,17 @@ def eval_command(
 
     proto = protocols.get(protocol)
     settings = resolve_settings(setting)
+    if figure is not None:  # never draw raw images where the setting shows protected ones
+        anon_side = [name for name in settings if "anon" in SETTINGS[name]]
+        if anon_side and anon_image_root is None and anon is None:
+            raise PPVIError(f"--figure for {anon_side[0]} shows protected images: pass --anon-image-root DIR "
+                            "(the anonymized mirror), or draw --setting raw2raw only")
+    written = {"--per-query": per_query, "--ranked": ranked, "--figure": figure}
+    read = {"--features": features, "--model": model, "--data": data, "--anon": anon, "--image-root": image_root,
+            "--anon-image-root": anon_image_root}
+    for option, target in written.items():
+        if target is not None:
+            check_outside_inputs(target, read, option=option, folder=False)
     n_trials = proto.trial_count(trials)
     if (features is None) == (model is None):
         raise PPVIError("pass exactly one source of features: --features F.npz, or --model CKPT --data DIR")
@@ -94,6 +109,7 @@ def eval_command(
                                            workers=workers, cache_dir=cache_dir, no_cache=no_cache)
         feats = source.features
         image_root = image_root or data
+        anon_image_root = anon_image_root or anon
     for name in settings:
         feats.setting(name)
     dp = None
@@ -105,7 +121,8 @@ def eval_command(
     total = None if proto.gallery_cams else len(settings) * n_trials * len(feats.gallery_pids)
     with progress(ctx, f"eval {protocol}", total) as bar:
         doc = evaluate_settings(feats, protocol, settings, on_chunk=bar.advance, **options)
-    outputs = _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries, image_root)
+    outputs = _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries,
+                             {"raw": image_root, "anon": anon_image_root})
     doc["params"] = {k: v for k, v in options.items() if k != "per_query"} | {"trials": n_trials}
     if source is not None:
         doc["params"]["features"] = model_params
@@ -159,7 +176,6 @@ def _privatize(feats, epsilon: float, delta: float, seed: int) -> dict:
 def _from_model(ctx, model, protocol, settings, device, *, data, fmt, anon, trial, test_ids, pattern, batch_size,
                 workers, cache_dir, no_cache):
     """Features of --data from --model, after the checks that need no model: `(ModelFeatures, params)`."""
-    from ppvi_cli.metrics.features import SETTINGS
     from ppvi_cli.metrics.model_features import DEFAULT_TEST_IDS
 
     if data is None:
@@ -174,8 +190,12 @@ def _from_model(ctx, model, protocol, settings, device, *, data, fmt, anon, tria
                           no_cache=no_cache)
 
 
-def _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries, image_root) -> dict:
-    """Write the optional files and strip their bulky parts from `doc` (which stays JSON-sized)."""
+def _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries, roots: dict) -> dict:
+    """Write the optional files and strip their bulky parts from `doc` (which stays JSON-sized).
+
+    `roots` maps a form ("raw", "anon") to the folder its images are read from for the figure: each
+    side of a setting is drawn from its own form's folder, so a protected side shows protected images.
+    """
     from ppvi_cli.data.imageio import write_text_atomic
     from ppvi_cli.report.ranked import draw_ranked_figure, ranked_entries, write_ranked_json
 
@@ -201,7 +221,9 @@ def _write_outputs(doc, feats, per_query, ranked, figure, topk, figure_queries, 
         drawn = []
         for name, entries in lists.items():
             out = figure if len(lists) == 1 else figure.with_name(f"{figure.stem}.{name}{figure.suffix or '.png'}")
-            drawn.append(str(draw_ranked_figure(out, entries, image_root, figure_queries,
+            query_form, gallery_form = SETTINGS[name]
+            drawn.append(str(draw_ranked_figure(out, entries, roots[query_form], figure_queries,
+                                                gallery_root=roots[gallery_form],
                                                 title=f"{doc['protocol']} {name}: top-{topk}, trial 0")))
         outputs["figure"] = drawn
     return outputs

@@ -30,8 +30,13 @@ def model_features(ctx: typer.Context, *, model: Path, data: Path, fmt: str, ano
     from ppvi_cli.metrics.model_features import check_protocol_format, dataset_features, default_cache_dir
     from ppvi_cli.models.checkpoint import load_checkpoint
 
+    from ppvi_cli.runfolder import check_outside_inputs
+
     if no_cache and cache_dir is not None:
         raise PPVIError("--no-cache and --cache-dir contradict each other; pass one of them")
+    if not no_cache:  # the cache is written too: never inside an input
+        check_outside_inputs(cache_dir or default_cache_dir(), {"--model": model, "--data": data, "--anon": anon},
+                             option="--cache-dir", folder=False)
     if fmt != "auto":  # a named layout is checked before the model loads; auto is checked once detected
         FORMATS.get(fmt.lower())
         if protocol is not None:
@@ -88,6 +93,8 @@ def features_command(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help=CACHE_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out that is not a ppvi "
+                                   "features file (one that is, is replaced anyway)."),
 ) -> None:
     """Extract a checkpoint's retrieval features of a dataset's query and gallery (raw, and anonymized with --anon).
 
@@ -95,9 +102,12 @@ def features_command(
     one trial's test lists; market1501 = query/ and bounding_box_test/, or held-out ids of
     bounding_box_train/; folder = held-out ids. Features are cached by checkpoint and image checksums.
     """
-    from ppvi_cli.metrics.features import save_features
+    from ppvi_cli.metrics.features import check_features_target, save_features
+    from ppvi_cli.runfolder import check_outside_inputs
     from ppvi_cli.runinfo import stamp
 
+    check_outside_inputs(out, {"--model": model, "--data": data, "--anon": anon}, option="--out", folder=False)
+    check_features_target(out, overwrite)
     result, params = model_features(ctx, model=model, data=data, fmt=fmt, anon=anon, protocol=protocol, trial=trial,
                                     test_ids=test_ids, pattern=pattern, batch_size=batch_size, workers=workers,
                                     device=device, cache_dir=cache_dir, no_cache=no_cache)

@@ -83,6 +83,10 @@ def leak_command(
         if setting == "all":
             raise PPVIError("--dp-sweep takes one --setting (raw2raw, raw2anon, anon2raw or anon2anon), not all")
         eps = parse_floats(epsilons, "--epsilons", "0.1,0.5,1.0")
+        if plot is not None:
+            from ppvi_cli.runfolder import check_outside_inputs
+
+            check_outside_inputs(plot, {"--features": features}, option="--plot", folder=False)
         _sweep(ctx, features, protocol, setting, eps, delta, sensitivity, seed, dev, classifier, ignore_pid, trials,
                backend, plot)
         return

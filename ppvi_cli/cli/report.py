@@ -21,6 +21,8 @@ def report(
     run_dirs: list[Path] = typer.Argument(..., help="One folder per method and dataset (what it holds: above)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for report.json, report.html, privacy_utility.png and "
                              "the grids."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report in --out made from other RUN_DIRs "
+                                   "(or files no record covers)."),
 ) -> None:
     """Put privacy and utility side by side: tables per dataset, a scatter plot, image grids, one HTML page.
 
@@ -30,11 +32,13 @@ def report(
     privacy.json: `ppvi --json privacy`; chaos.json: `ppvi --json chaos`;
     attack.json: written by `ppvi attack --out RUN_DIR`.
     Method and dataset come from run.json, else the anonymized folder's manifest.json and the raw folder's name.
-    The HTML page is self-contained (images inlined): fit to mail or archive.
+    The HTML page is self-contained (images inlined): fit to mail or archive; paths in it and in
+    report.json are relative to --out. --out is a run folder owned by its RUN_DIRs: a report from
+    other RUN_DIRs into it is refused unless --overwrite.
     """
     from ppvi_cli.report.tables import PRIVACY_COLUMNS, UTILITY_COLUMNS, make_report, table_cells
 
-    doc = make_report(run_dirs, out)
+    doc = make_report(run_dirs, out, overwrite=overwrite)
 
     def human(console):
         for name, entry in doc["datasets"].items():
@@ -54,6 +58,6 @@ def report(
             console.print(f"note: {note}")
         run = doc["run"]
         console.print(f"ppvi {run['ppvi_version']}, torch {run['versions'].get('torch', '?')}; "
-                      f"html {doc['html']}; json {doc['json']}; plot {doc['plot']}")
+                      f"html {out / doc['html']}; json {out / doc['json']}; plot {out / doc['plot']}")
 
     emit(ctx, doc, human)

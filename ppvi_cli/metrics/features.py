@@ -7,6 +7,8 @@ Keys: `query_raw`, `gallery_raw` ([N, D] float, one row per image), optional `qu
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def load_features(path: str | Path) -> FeatureSet:
         raise PPVIError(f"--features {source}: no such file")
     try:
         data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise PPVIError(f"--features {source}: not a readable .npz archive ({exc})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise PPVIError(f"--features {source}: a single array, not an .npz archive of named arrays (np.savez)")
@@ -96,6 +98,8 @@ def load_features(path: str | Path) -> FeatureSet:
                       if k in keys}
         except ValueError as exc:
             raise PPVIError(f"{source}: cannot read ({exc}); store paths as str arrays, not objects") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # a truncated or damaged archive
+            raise PPVIError(f"--features {source}: damaged .npz archive ({exc}); write it again") from None
     for side in ("query", "gallery"):
         rows = len(arrays[f"{side}_raw"])
         for suffix in ("anon", "pids", "camids", "paths"):
@@ -105,10 +109,33 @@ def load_features(path: str | Path) -> FeatureSet:
                                 "every array of a side must follow the same row order")
         if rows == 0:
             raise PPVIError(f"{source}: {side}_raw is empty")
+        for form in ("raw", "anon"):
+            key = f"{side}_{form}"
+            if key in arrays and not np.isfinite(arrays[key]).all():
+                bad = np.flatnonzero(~np.isfinite(arrays[key]).all(axis=1))
+                raise PPVIError(f"{source}: {key} holds non-finite values (NaN or inf) in {len(bad)} row(s), e.g. "
+                                f"row {bad[0]}; features must be finite to rank")
     forms = lambda side: {f: arrays[f"{side}_{f}"] for f in ("raw", "anon") if f"{side}_{f}" in arrays}  # noqa: E731
     return FeatureSet(source, forms("query"), forms("gallery"), arrays["query_pids"], arrays["query_camids"],
                       arrays["gallery_pids"], arrays["gallery_camids"],
                       arrays.get("query_paths"), arrays.get("gallery_paths"))
+
+
+def check_features_target(path: str | Path, overwrite: bool = False) -> None:
+    """PPVIError unless `path` may receive a features file: absent, a features file, or `overwrite`.
+
+    A mistyped --out must not replace an image, a checkpoint or any other file that is not ours.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PPVIError(f"--out {path} is a folder; pass a file name such as {path / 'features.npz'}")
+    if not path.exists() or overwrite:
+        return
+    try:
+        load_features(path)
+    except PPVIError:
+        raise PPVIError(f"--out {path} exists and is not a ppvi features file; choose another path, or pass "
+                        "--overwrite to replace it") from None
 
 
 def save_features(path: str | Path, features: FeatureSet) -> Path:

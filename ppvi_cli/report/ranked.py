@@ -48,8 +48,12 @@ def write_ranked_json(path: str | Path, protocol: str, topk: int, per_setting: d
 
 def _tile(path: str | None, image_root: Path | None, pid: int, size: tuple[int, int], font) -> Image.Image:
     width, height = size
-    if path is not None:
-        full = Path(path) if image_root is None or Path(path).is_absolute() else image_root / path
+    full = None
+    if path is not None and image_root is None:
+        full = Path(path)
+    elif path is not None and not Path(path).is_absolute():  # an absolute path cannot be mapped to the root's form
+        full = image_root / path
+    if full is not None:
         try:
             pixels = read_image(full)
             return Image.fromarray(pixels).convert("RGB").resize((width, height), Image.BILINEAR)
@@ -66,9 +70,14 @@ def pick_queries(n: int, count: int) -> list[int]:
 
 
 def draw_ranked_figure(path: str | Path, entries: list[dict], image_root: str | Path | None = None,
-                       max_queries: int = 8, cell: tuple[int, int] = (64, 128), title: str = "") -> Path:
-    """Draw rows of (query, top-k) tiles to a PNG; returns the path. `cell` is (width, height) in pixels."""
-    image_root = None if image_root is None else Path(image_root)
+                       max_queries: int = 8, cell: tuple[int, int] = (64, 128), title: str = "",
+                       gallery_root: str | Path | None = None) -> Path:
+    """Draw rows of (query, top-k) tiles to a PNG; returns the path. `cell` is (width, height) in pixels.
+
+    Query tiles are read under `image_root`, gallery tiles under `gallery_root` (default: the same),
+    so each side of a setting shows its own form (raw or protected) of the images.
+    """
+    roots = [None if r is None else Path(r) for r in (image_root, image_root if gallery_root is None else gallery_root)]
     rows = [entries[i] for i in pick_queries(len(entries), max_queries)]
     k = max((len(e["top"]) for e in rows), default=0)
     font = ImageFont.load_default()
@@ -85,7 +94,7 @@ def draw_ranked_figure(path: str | Path, entries: list[dict], image_root: str | 
         items += [(g, MATCH if g["match"] else WRONG, f"{g['score']:.3f}") for g in entry["top"]]
         for c, (item, colour, label) in enumerate(items):
             x = pad + c * (width + pad) + (gap if c else 0)
-            canvas.paste(_tile(item["path"], image_root, item["pid"], (width, height), font), (x, y))
+            canvas.paste(_tile(item["path"], roots[c > 0], item["pid"], (width, height), font), (x, y))
             draw.rectangle([x, y, x + width - 1, y + height - 1], outline=colour, width=BORDER)
             draw.text((x + 1, y + height + 1), label, fill=colour, font=font)
     write_image_atomic(path, np.asarray(canvas))

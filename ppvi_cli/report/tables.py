@@ -17,9 +17,10 @@ Overall SSIM/PSNR/AD are means over all images (per-modality means are kept in `
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +34,16 @@ COLUMNS = ("method", *(f"{s} R1/mAP/mINP" for s in SETTINGS), "SSIM", "PSNR", "A
 UTILITY_COLUMNS = COLUMNS[:1 + len(SETTINGS)]  # a terminal shows these and the rest as two tables
 PRIVACY_COLUMNS = COLUMNS[:1] + COLUMNS[1 + len(SETTINGS):]
 MISSING = "-"
+
+
+def _check_numbers(value, path: Path, where: str):
+    """PPVIError unless every leaf of `value` (a dict of numbers or dicts of them) is a number or null."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _check_numbers(inner, path, f"{where}.{key}")
+    elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise PPVIError(f"{path}: {where} is {value!r}, not a number; re-run the command that writes it")
+    return value
 
 
 def _read_json(path: Path) -> dict | None:
@@ -50,7 +61,7 @@ def _read_json(path: Path) -> dict | None:
 def _need(doc: dict, path: Path, key: str, shape: str):
     if not isinstance(doc.get(key), dict):
         raise PPVIError(f"{path}: no {key!r} object; expected {shape}")
-    return doc[key]
+    return _check_numbers(doc[key], path, key)
 
 
 def _overall(doc: dict, keys: Sequence[str]) -> dict:
@@ -72,9 +83,12 @@ def _overall(doc: dict, keys: Sequence[str]) -> dict:
 
 
 def _eval_section(doc: dict, path: Path) -> dict:
-    results = _need(doc, path, "results", "the output of `ppvi --json eval ... --setting all`")
-    return {"protocol": doc.get("protocol"),
-            "settings": {s: {m: results[s].get(m) for m in EVAL_METRICS} for s in SETTINGS if s in results}}
+    results = doc.get("results")
+    if not isinstance(results, dict) or not all(isinstance(results[s], dict) for s in SETTINGS if s in results):
+        raise PPVIError(f"{path}: no 'results' object of settings; expected the output of "
+                        "`ppvi --json eval ... --setting all`")
+    settings = {s: {m: results[s].get(m) for m in EVAL_METRICS} for s in SETTINGS if s in results}
+    return {"protocol": doc.get("protocol"), "settings": _check_numbers(settings, path, "results")}
 
 
 def _manifest(anon: str | None) -> dict:
@@ -119,6 +133,9 @@ def load_run(run_dir: str | Path) -> dict:
     if chaos:
         means = _need(chaos, run_dir / "chaos.json", "mean", "`ppvi --json chaos` output")
         row["chaos"] = {"mean": means, "overall": _overall(chaos, ("ad",))["ad"]}
+    for key in ("anon", "raw"):
+        if row[key] is not None and not isinstance(row[key], str):
+            raise PPVIError(f"RUN_DIR {run_dir}: its {key!r} path is {row[key]!r}, not a string")
     if attack:
         means = _need(attack, run_dir / "attack.json", "mean", "the attack.json `ppvi attack` writes")
         keys = ("ssim", "psnr", "protected_ssim", "protected_psnr")
@@ -189,11 +206,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
 
 
-def dataset_grid(rows: list[dict], out_png: Path) -> tuple[Path | None, str]:
+def dataset_grid(rows: list[dict],
+                 shown: Callable[[str | Path], str] = str) -> tuple[Callable[[Path], Path] | None, str]:
     """Raw, each method's protected images and (after it) its recovered ones, for a few test records.
 
-    Columns are numbered (a grid label has room for a few characters only). Returns (the PNG, its
-    caption naming the numbers), or (None, why no grid could be drawn).
+    Columns are numbered (a grid label has room for a few characters only). Returns (a function that
+    draws the grid to a PNG path, its caption naming the numbers), or (None, why no grid could be
+    drawn). `shown` renders a path for a message (the report shows paths relative to itself).
     """
     from ppvi_cli.data.inputs import collect_inputs
     from ppvi_cli.report.grids import method_grid, pick_examples
@@ -203,7 +222,7 @@ def dataset_grid(rows: list[dict], out_png: Path) -> tuple[Path | None, str]:
         return None, "no raw dataset folder named (add \"raw\" to run.json) for an image grid"
     raw = Path(raws[0])
     if not raw.is_dir():
-        return None, f"raw folder {raw} not found here; no image grid"
+        return None, f"raw folder {shown(raw)} not found here; no image grid"
     columns: dict[str, Path] = {"raw": raw}
     legend = []
     for i, row in enumerate(rows, 1):
@@ -218,13 +237,14 @@ def dataset_grid(rows: list[dict], out_png: Path) -> tuple[Path | None, str]:
         fmt = rows[0]["format"]
         records = collect_inputs(raw, "auto" if fmt == "any" else fmt).records  # "any": a plain folder of images
     except PPVIError as exc:
-        return None, f"cannot read {raw} for the image grid: {exc}"
+        return None, f"cannot read {shown(raw)} for the image grid: {exc}"
     shared = [r for r in records if all((root / r.relpath).is_file() for root in columns.values())]
     if not shared:
         return None, "no image is present in every folder; no image grid"
     caption = (f"raw, then each method's protected images and, where it was attacked, its recovered images "
                f"(rec), for a few test images; {'; '.join(legend)}")
-    return method_grid(pick_examples(shared, per_modality=2), columns, out_png), caption
+    examples = pick_examples(shared, per_modality=2)
+    return (lambda out_png: method_grid(examples, columns, out_png)), caption
 
 
 def _plot_points(rows: list[dict]) -> tuple[list[dict], list[str]]:
@@ -249,60 +269,89 @@ def _caption(rows: list[dict]) -> str:
             "Means over all images; '-' = file missing from the RUN_DIR; lower SSIM/PSNR = more private.")
 
 
-def make_report(run_dirs: Sequence[str | Path], out: str | Path) -> dict:
+REPORT_FILES = ("report.html", "report.json", "privacy_utility.png")
+
+
+def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> dict:
     """Read RUN_DIRS and write into `out`: report.json, report.html, privacy_utility.png, grid_<dataset>.png.
 
     Returns the report document (what report.json holds): `datasets` {name: {"rows", "grid"}},
-    `columns`, `plot`, `html`, `notes` and the `run` stamp.
+    `columns`, `plot`, `html`, `notes` and the `run` stamp. `out` is a run folder
+    (`ppvi_cli.runfolder`) owned by this list of RUN_DIRS; paths in the report are relative to `out`,
+    so neither page nor JSON embeds an absolute local path.
     """
-    from ppvi_cli.data.imageio import write_text_atomic
     from ppvi_cli.report import html
     from ppvi_cli.report.plots import privacy_utility_plot
+    from ppvi_cli.runfolder import RunFolder
     from ppvi_cli.runinfo import stamp
 
     if not run_dirs:
         raise PPVIError("give at least one RUN_DIR")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise PPVIError(f"--out {out} exists and is not a directory")
     rows = [load_run(d) for d in run_dirs]
-    out.mkdir(parents=True, exist_ok=True)
-    notes, datasets = [], {}
-    for name, group in group_by_dataset(rows).items():
-        grid, text = dataset_grid(group, out / f"grid_{slug(name)}.png")
-        if grid is None:
-            notes.append(f"{name}: {text}")
-        datasets[name] = {"rows": group, "grid": str(grid) if grid else None, "grid_caption": text if grid else None}
-    points, left_out = _plot_points(rows)
-    if left_out:
-        notes.append("not in the privacy-utility plot (no attack.json, or no anon2anon in eval.json): "
-                     + ", ".join(left_out))
-    plot = privacy_utility_plot(points, out / "privacy_utility.png")
-    doc = {"columns": list(COLUMNS), "datasets": datasets, "plot": str(plot), "html": str(out / "report.html"),
-           "json": str(out / "report.json"), "notes": notes,
-           "run": stamp(None, {"run_dirs": [str(d) for d in run_dirs], "out": str(out)})}
+    home = out.expanduser().resolve()
 
-    sections = []
-    for name, entry in datasets.items():
-        inner = (html.html_table(COLUMNS, [table_cells(r) for r in entry["rows"]])
-                 + f'<p class="small">{html.escape(_caption(entry["rows"]))}</p>'
-                 + html.html_table(MODALITY_COLUMNS, [c for r in entry["rows"] for c in modality_cells(r)]))
-        if entry["grid"]:
-            inner += html.figure(entry["grid"], entry["grid_caption"])
-        sections.append((f"dataset {name}", inner))
-    sections.append(("privacy vs utility", html.figure(plot, "x: recovered SSIM (lower = more private); "
-                                                             "y: anon2anon mAP (higher = more useful)")))
-    runs = [[r["run_dir"], r["method"], ", ".join(f"{k}={v}" for k, v in (r["params"] or {}).items()) or MISSING,
-             ", ".join(r["missing"]) or "none"] for r in rows]
-    sections.append(("runs", html.html_table(("RUN_DIR", "method", "params", "missing files"), runs)))
-    if notes:
-        sections.append(("notes", "".join(f"<p>{html.escape(n)}</p>" for n in notes)))
-    run = doc["run"]
-    footer = [f"ppvi {run['ppvi_version']}, created {run['created']}, command: {run['command']}",
-              "versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items())]
-    write_text_atomic(out / "report.html", html.render_page("ppvi privacy-utility report", sections, footer))
-    write_text_atomic(out / "report.json", json.dumps(_strict(doc), indent=1) + "\n")
+    def shown(path: str | Path) -> str:
+        return os.path.relpath(Path(path).expanduser().resolve(), home)
+
+    for row in rows:
+        for key in ("run_dir", "raw", "anon"):
+            row[key] = None if row[key] is None else shown(row[key])
+        if row["attack"] and row["attack"].get("recovered"):
+            row["attack"]["recovered"] = shown(row["attack"]["recovered"])
+    identity = {"command": "report", "run_dirs": [str(Path(d).resolve()) for d in run_dirs]}
+    folder = RunFolder(out, identity, inputs={f"RUN_DIR {d}": d for d in run_dirs}, overwrite=overwrite,
+                       owns=lambda rel: rel in REPORT_FILES or (rel.startswith("grid_") and rel.endswith(".png")))
+    with folder:
+        notes, datasets = [], {}
+        for name, group in group_by_dataset(rows).items():
+            draw, text = dataset_grid([{**r, "raw": _under(home, r["raw"]), "anon": _under(home, r["anon"]),
+                                        "attack": r["attack"] and {**r["attack"],
+                                                                   "recovered": _under(home, r["attack"].get("recovered"))}}
+                                       for r in group], shown)
+            grid = None
+            if draw is None:
+                notes.append(f"{name}: {text}")
+            else:
+                grid = f"grid_{slug(name)}.png"
+                folder.produce(grid, draw)
+            datasets[name] = {"rows": group, "grid": grid, "grid_caption": text if grid else None}
+        points, left_out = _plot_points(rows)
+        if left_out:
+            notes.append("not in the privacy-utility plot (no attack.json, or no anon2anon in eval.json): "
+                         + ", ".join(left_out))
+        plot = "privacy_utility.png"
+        folder.produce(plot, lambda path: privacy_utility_plot(points, path))
+        run = stamp(None, {"run_dirs": [shown(d) for d in run_dirs], "out": "."})
+        run["command"] = " ".join(["ppvi", "report", *run["params"]["run_dirs"], "--out", "."])
+        doc = {"columns": list(COLUMNS), "datasets": datasets, "plot": plot, "html": "report.html",
+               "json": "report.json", "notes": notes, "run": run}
+
+        sections = []
+        for name, entry in datasets.items():
+            inner = (html.html_table(COLUMNS, [table_cells(r) for r in entry["rows"]])
+                     + f'<p class="small">{html.escape(_caption(entry["rows"]))}</p>'
+                     + html.html_table(MODALITY_COLUMNS, [c for r in entry["rows"] for c in modality_cells(r)]))
+            if entry["grid"]:
+                inner += html.figure(out / entry["grid"], entry["grid_caption"])
+            sections.append((f"dataset {name}", inner))
+        sections.append(("privacy vs utility", html.figure(out / plot, "x: recovered SSIM (lower = more private); "
+                                                                         "y: anon2anon mAP (higher = more useful)")))
+        runs = [[r["run_dir"], r["method"], ", ".join(f"{k}={v}" for k, v in (r["params"] or {}).items()) or MISSING,
+                 ", ".join(r["missing"]) or "none"] for r in rows]
+        sections.append(("runs", html.html_table(("RUN_DIR", "method", "params", "missing files"), runs)))
+        if notes:
+            sections.append(("notes", "".join(f"<p>{html.escape(n)}</p>" for n in notes)))
+        footer = [f"ppvi {run['ppvi_version']}, created {run['created']}, command: {run['command']}",
+                  "versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items())]
+        folder.write_text("report.html", html.render_page("ppvi privacy-utility report", sections, footer))
+        folder.write_text("report.json", json.dumps(_strict(doc), indent=1) + "\n")
     return doc
+
+
+def _under(home: Path, shown: str | None) -> str | None:
+    """A path shown relative to the report folder, as a path that can be opened from here."""
+    return None if shown is None else str(home / shown)
 
 
 def _strict(value):

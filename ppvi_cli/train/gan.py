@@ -375,9 +375,10 @@ def export_run(path, out, half: bool = False) -> dict:
     from ppvi_cli.models.checkpoint import state_dict_sha256
     from ppvi_cli.runinfo import file_sha256
 
+    from ppvi_cli.runfolder import check_outside_inputs
+
+    check_outside_inputs(out, {"--checkpoint": path}, option="--out", folder=False)
     payload = load_run(path)
-    if Path(out).expanduser().resolve() == Path(path).expanduser().resolve():
-        raise PPVIError(f"export --out {out} is the checkpoint itself; choose another file")
     keep = INFERENCE_NETS[payload["recipe"]]
     source = file_sha256(path)
     nets = {k: payload["nets"][k] for k in keep}
