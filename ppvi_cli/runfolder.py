@@ -107,12 +107,14 @@ class RunFolder:
             record has another identity (only when no writer holds it).
         option: the output's option name, for messages.
         hints: identity key -> what to do when only that key differs (e.g. "rerun with its --batch-size").
+        overwrite_flag: the command's flag for `overwrite`, named in messages (None: it has none).
     """
 
     def __init__(self, root: str | Path, identity: dict, *, inputs: Mapping[str, str | Path | None] | None = None,
                  part: str = "main", owns: Callable[[str], bool] = lambda rel: True, overwrite: bool = False,
-                 option: str = "--out", hints: Mapping[str, str] | None = None):
-        self.hints = dict(hints or {})
+                 option: str = "--out", hints: Mapping[str, str] | None = None,
+                 overwrite_flag: str | None = "--overwrite"):
+        self.hints, self.flag = dict(hints or {}), overwrite_flag
         self.option, self.overwrite, self.owns, self.part = option, overwrite, owns, part
         self.given = Path(root)
         self.root = check_outside_inputs(root, inputs or {}, option=option)
@@ -126,6 +128,8 @@ class RunFolder:
 
     # -- opening -------------------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
+        if self._journal is not None:  # already open: `with` on a folder a helper opened only scopes its closing
+            return self
         try:
             self.open()
         except BaseException:
@@ -142,6 +146,7 @@ class RunFolder:
         for parent in [self.root, *self.root.parents]:
             if parent.is_symlink():  # resolve() already followed it; refuse a link made since
                 raise PPVIError(f"{self.option} {self.given} passes through a symbolic link; pass a real folder")
+        self._precheck()
         self.meta.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.meta / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         self._part_fd = os.open(self.meta / f"{self.part}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -163,6 +168,18 @@ class RunFolder:
             self._lock(exclusive=False)
         self._journal = open(self.meta / f"{self.part}.jsonl", "a", encoding="utf-8")
 
+    def _precheck(self) -> None:
+        """Refuse what `open` would refuse before creating anything, so a refused run changes nothing.
+
+        (`open` checks again under the lock; this pass only spares the folder the bookkeeping files.)
+        """
+        if not self.meta.is_dir():  # a folder no run owns yet: every file in it is unlisted
+            self._check_foreign(self._scan(clean_temps=False))
+            return
+        stored = _read_record(self.meta / "run.json")
+        if not self.overwrite and stored is not None and canonical(stored["identity"]) != canonical(self.identity):
+            self._refuse_other(stored)
+
     def _lock(self, exclusive: bool) -> bool:
         """Take the folder lock: exclusive when no other writer holds it (returns True), else shared."""
         if fcntl is None:
@@ -182,30 +199,32 @@ class RunFolder:
         body = {"format": RUN_FORMAT, "identity": self.identity, "created_by": _holder()}
         if _create_once(record, json.dumps(body, indent=1, default=str) + "\n"):
             return
-        try:
-            stored = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            stored = None
-        if not isinstance(stored, dict) or stored.get("format") != RUN_FORMAT or not isinstance(stored.get("identity"), dict):
+        stored = _read_record(record)
+        if stored is None:
             if not (self.overwrite and alone):
-                raise PPVIError(f"{self.option} {self.given}: its run record {record} is damaged; pass --overwrite to "
-                                "start the folder afresh, or choose another folder")
+                raise PPVIError(f"{self.option} {self.given}: its run record {record} is damaged; "
+                                f"{self._fix('start the folder afresh')}")
         elif canonical(stored["identity"]) == canonical(self.identity):
             return
         elif not (self.overwrite and alone):
-            who = stored.get("created_by", {}).get("command") or "another run"
-            holders = self._holders()
-            state = f"; being written now by {holders}" if holders else ""
-            fix = " (--overwrite needs it idle)" if holders else ", or pass --overwrite to replace its files"
-            keys = _differing(stored["identity"], self.identity)
-            hint = "".join(f"; {self.hints[k]}" for k in keys if k in self.hints)
-            what = "; ".join(f"{k} {stored['identity'].get(k)!r} there, {self.identity.get(k)!r} here" for k in keys[:3])
-            raise PPVIError(f"{self.option} {self.given} belongs to another run ({what or 'other settings'}; made by "
-                            f"`{who}`{state}): choose another {self.option}{fix}{hint}")
+            self._refuse_other(stored)
         for path in self.meta.glob("*.jsonl"):  # --overwrite: the old run's record goes, its files are unlisted
             path.unlink()
         record.unlink()
         _create_once(record, json.dumps(body, indent=1, default=str) + "\n")
+
+    def _refuse_other(self, stored: dict) -> None:
+        """The error for a folder whose record names another identity: what differs, who made it."""
+        who = (stored.get("created_by") or {}).get("command") or "another run"
+        holders = self._holders()
+        state = f"; being written now by {holders}" if holders else ""
+        fix = "" if not self.flag else f" ({self.flag} needs it idle)" if holders else \
+            f", or pass {self.flag} to replace its files"
+        keys = _differing(stored["identity"], self.identity)
+        hint = "".join(f"; {self.hints[k]}" for k in keys if k in self.hints)
+        what = "; ".join(f"{k} {stored['identity'].get(k)!r} there, {self.identity.get(k)!r} here" for k in keys[:3])
+        raise PPVIError(f"{self.option} {self.given} belongs to another run ({what or 'other settings'}; made by "
+                        f"`{who}`{state}): choose another {self.option}{fix}{hint}")
 
     def _holders(self) -> str:
         """The live writers of this folder other than this one, for messages."""
@@ -252,7 +271,7 @@ class RunFolder:
                     if number == len(lines):  # the last line of a killed append: that batch never renamed
                         break
                     raise PPVIError(f"{self.option} {self.given}: journal {path} is damaged at line {number}; "
-                                    "pass --overwrite to start the folder afresh") from None
+                                    f"{self._fix('start the folder afresh')}") from None
                 for rel, entry in batch.items():
                     if entry is None:
                         self.listed.pop(rel, None)
@@ -269,7 +288,11 @@ class RunFolder:
         if unlisted and not self.overwrite:
             raise PPVIError(f"{self.option} {self.given} holds {len(unlisted)} file(s) no record of this run covers "
                             f"({_some(unlisted)}): they were not written by this run with these settings, so they "
-                            f"are not trusted; pass --overwrite to replace them, or choose an empty {self.option}")
+                            f"are not trusted; {self._fix('replace them')}")
+
+    def _fix(self, what: str) -> str:
+        return (f"pass {self.flag} to {what}, or choose an empty {self.option}" if self.flag
+                else f"choose an empty {self.option}")
 
     # -- files ---------------------------------------------------------------------------------
     def path(self, relpath: str) -> Path:
@@ -362,6 +385,17 @@ class RunFolder:
                 os.close(fd)  # closing drops the flock
                 setattr(self, attr, None)
         self._part_locked = False
+
+
+def _read_record(path: Path) -> dict | None:
+    """The identity record at `path`, or None when it is absent, unreadable or not a ppvi run record."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("format") != RUN_FORMAT or not isinstance(stored.get("identity"), dict):
+        return None
+    return stored
 
 
 def _holder() -> dict:

@@ -149,4 +149,4 @@ def test_pose_cli_reports_rates_as_json(synth, tmp_path):
     doc = json.loads(result.stdout)
     assert doc["detection"]["visible"]["images"] == 16 and doc["radius"] == 5.0
     bad = run_cli("pose", "--data", str(synth), "--out", str(synth / "inside"))
-    assert bad.returncode == 2 and "overlap" in bad.stderr
+    assert bad.returncode == 2 and "must never land on an input" in bad.stderr

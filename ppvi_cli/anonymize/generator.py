@@ -62,6 +62,9 @@ class _CheckpointMethod(Method):
     def _network(self, payload: dict) -> str:
         raise NotImplementedError
 
+    def inputs(self) -> dict[str, str | None]:
+        return {"--checkpoint": self.checkpoint or None}
+
     def setup(self, device: str = "auto") -> dict:
         from ppvi_cli.device import select_device
         from ppvi_cli.runinfo import file_sha256
@@ -156,7 +159,8 @@ def recover_dataset(checkpoint: str | Path, input_root: str | Path, output_root:
     if raw_root is not None and not Path(raw_root).is_dir():
         raise PPVIError(f"--raw {raw_root} is not a directory; pass the raw dataset the protected folder mirrors")
     summary = anonymize_dataset(RecoveryMethod(str(checkpoint)), input_root, output_root, fmt=fmt, device=device,
-                                batch_size=batch_size, on_progress=on_progress, on_total=on_total)
+                                batch_size=batch_size, extra_inputs={"--raw": raw_root}, on_progress=on_progress,
+                                on_total=on_total)
     if raw_root is not None:
         failed = {item["path"] for item in summary["failed"]}
         records = collect_inputs(Path(input_root), fmt).records

@@ -94,6 +94,10 @@ class Method:
         """
         return {}
 
+    def inputs(self) -> dict[str, str | None]:
+        """Files the method reads, by option (e.g. {"--model": path}): no output may land on them."""
+        return {}
+
     def protect(self, images: Sequence[np.ndarray], records: Sequence[Record], seeds: Sequence[int]) -> list[np.ndarray]:
         raise NotImplementedError
 

@@ -191,6 +191,9 @@ class PixelFade(Method):
             self.model = str(Path(self.model).expanduser().resolve())
         self._net = None
 
+    def inputs(self) -> dict[str, str | None]:
+        return {"--model": self.model or None}
+
     def setup(self, device: str = "auto") -> dict:
         """Load the authorized model on `device`, frozen and in eval mode; return its provenance."""
         from ppvi_cli.device import select_device

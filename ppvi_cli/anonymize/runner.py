@@ -133,6 +133,7 @@ def anonymize_dataset(
     save_float: bool = False,
     overwrite: bool = False,
     max_pixels: int = MAX_PIXELS,
+    extra_inputs: dict[str, str | Path | None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
 ) -> dict:
@@ -144,6 +145,7 @@ def anonymize_dataset(
     checksums) or None, `stats` the mean and max of the per-file stats. Images that cannot be
     protected (unreadable, corrupt, special files, unsupported formats) are listed in `failed`, not
     fatal. `overwrite` replaces files at this run's output paths that its record does not cover.
+    `extra_inputs` names other inputs (option -> path) the output must stay clear of, as the method's.
     `device` is where a method with a model runs; it is recorded but not compared on resume (a
     resume may continue on another device, whose float rounding then applies to the files it writes).
     Everything is checked (options, input, model) before the output is touched.
@@ -176,7 +178,7 @@ def anonymize_dataset(
     if save_float:
         outputs |= {float_copy_path(r.relpath).as_posix() for r in records}
     manifest = manifest_name(shard)
-    folder = RunFolder(dst, identity, inputs={"--input": src}, part=f"shard-{index}-of-{count}",
+    folder = RunFolder(dst, identity, inputs={"--input": src, **method.inputs(), **(extra_inputs or {})}, part=f"shard-{index}-of-{count}",
                        owns=lambda rel: rel in outputs or bool(_MANIFEST.match(rel)), overwrite=overwrite,
                        option="--output", hints={"batches": "rerun with its --batch-size"})
     files: dict[str, dict] = {}
@@ -214,7 +216,7 @@ def anonymize_dataset(
         last_save = time.monotonic()
         try:
             for batch_records, to_write in _work(planned, batch_size, method.batch_sensitive, finished):
-                batch, images, modes, sources = [], [], [], {}
+                batch, images, modes = [], [], []
                 for rec in batch_records:
                     try:
                         decoded = decode_image(rec.path, max_pixels)

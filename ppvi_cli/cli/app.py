@@ -92,9 +92,9 @@ def main() -> None:
     except OSError as exc:  # the file system said no: read-only, full, missing, permissions
         if debug:
             raise
-        where = f" {exc.filename}" if exc.filename else ""
-        stderr.print(Text("error: ", style="red") + Text(f"cannot use{where}: {exc.strerror or exc}; "
-                                                          "finished files are kept (rerun to resume)"))
+        where = f" ({exc.filename})" if exc.filename else ""
+        stderr.print(Text("error: ", style="red") + Text(f"{exc.strerror or exc}{where}; finished files are kept "
+                                                          "(rerun the command to resume)"))
         sys.exit(PPVIError.exit_code)
     except Exception as exc:  # noqa: BLE001 - anything else is a bug, never a gate result
         if debug:

@@ -66,7 +66,8 @@ def attack(
     A checkpoint is written every epoch; --resume ends with the weights of an uninterrupted run.
     The gates apply to every modality's mean: exit 1 when one is above its limit.
     """
-    from ppvi_cli.train.attack import AttackConfig, check_gate, parse_size, run_attack
+    from ppvi_cli.train.attack import AttackConfig, check_gate, run_attack
+    from ppvi_cli.validate import parse_size
 
     given = {"epochs": epochs, "arch": arch, "ngf": ngf, "batch_size": batch_size, "lr": lr, "workers": workers,
              "size": parse_size(size) if size is not None else None}

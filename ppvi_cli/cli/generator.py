@@ -12,19 +12,12 @@ from ppvi_cli.cli.app import app
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress, stderr
 from ppvi_cli.cli.train import train_app
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.validate import parse_size
 
 RECIPES = ("securereid", "ppa")
 # Options that belong to one recipe: option -> recipe.
 _RECIPE_ONLY = {"--teacher": "ppa", "--teacher-epochs": "ppa", "--pose": "ppa", "--no-kpr": "ppa",
                 "--no-dcma": "ppa", "--no-upgrade": "securereid", "--hold-out": "securereid"}
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise PPVIError(f"invalid --input-size {text!r}: use HEIGHTxWIDTH, e.g. 256x128") from None
-    return height, width
 
 
 @train_app.command("generator")
@@ -73,7 +66,7 @@ def train_generator(
     for flag, value in given.items():
         if value is not None and _RECIPE_ONLY[flag] != recipe:
             raise PPVIError(f"{flag} applies to --recipe {_RECIPE_ONLY[flag]}, not {recipe}")
-    shared = {"epochs": epochs, "input_size": _size(input_size) if input_size else None, "num_downs": num_downs,
+    shared = {"epochs": epochs, "input_size": parse_size(input_size, "--input-size") if input_size else None, "num_downs": num_downs,
               "ngf": ngf, "ndf": ndf, "backbone": backbone, "pretrained": pretrained, "p": p, "k": k, "lr": lr,
               "max_steps": max_steps}
     kwargs = {key: value for key, value in shared.items() if value is not None}

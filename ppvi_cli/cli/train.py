@@ -9,21 +9,11 @@ from rich.table import Table
 
 from ppvi_cli.cli.app import app
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, parse_floats, progress
-from ppvi_cli.errors import PPVIError
+from ppvi_cli.validate import parse_size
 
 train_app = typer.Typer(help="Train models: ReID (`train reid`) and anonymization generators (`train generator`).",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
-
-
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """`--size 256x128` -> (256, 128) (height x width, pixels)."""
-    if text is None:
-        return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise PPVIError(f"--size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 256x128")
-    return int(parts[0]), int(parts[1])
 
 
 @train_app.command("reid")
@@ -63,7 +53,7 @@ def reid(
     config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe, pepr_lambdas=lambdas,
                          backbone=backbone, dual_stream=dual_stream,
                          pretrained=pretrained, epochs=epochs, p=p, k=k, optimizer=optimizer, lr=lr,
-                         input_size=parse_size(size), augment=augment, seed=effective_seed(ctx, seed),
+                         input_size=None if size is None else parse_size(size), augment=augment, seed=effective_seed(ctx, seed),
                          device=effective_device(ctx, device), workers=workers, resume=resume)
     with progress(ctx, "train reid") as bar:
         first_step: list[int] = []

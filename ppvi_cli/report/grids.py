@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from ppvi_cli.data.imageio import read_image

@@ -288,6 +288,9 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
     if not run_dirs:
         raise PPVIError("give at least one RUN_DIR")
     out = Path(out)
+    identity = {"command": "report", "run_dirs": [str(Path(d).resolve()) for d in run_dirs]}
+    folder = RunFolder(out, identity, inputs={f"RUN_DIR {d}": d for d in run_dirs}, overwrite=overwrite,
+                       owns=lambda rel: rel in REPORT_FILES or (rel.startswith("grid_") and rel.endswith(".png")))
     rows = [load_run(d) for d in run_dirs]
     home = out.expanduser().resolve()
 
@@ -299,9 +302,6 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
             row[key] = None if row[key] is None else shown(row[key])
         if row["attack"] and row["attack"].get("recovered"):
             row["attack"]["recovered"] = shown(row["attack"]["recovered"])
-    identity = {"command": "report", "run_dirs": [str(Path(d).resolve()) for d in run_dirs]}
-    folder = RunFolder(out, identity, inputs={f"RUN_DIR {d}": d for d in run_dirs}, overwrite=overwrite,
-                       owns=lambda rel: rel in REPORT_FILES or (rel.startswith("grid_") and rel.endswith(".png")))
     with folder:
         notes, datasets = [], {}
         for name, group in group_by_dataset(rows).items():

@@ -117,17 +117,6 @@ def _twos(n: int) -> int:
     return (n & -n).bit_length() - 1 if n > 0 else 0
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """`"256x128"` -> (256, 128) as (height, width)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise PPVIError(f"invalid --size {text!r}: use HEIGHTxWIDTH, e.g. 256x128") from None
-    if height < 1 or width < 1:
-        raise PPVIError(f"invalid --size {text!r}: both sides must be positive")
-    return height, width
-
-
 def build_recovery_net(config: AttackConfig) -> UNetGenerator:
     """pix2pix UNet as the authors' `define_G(netG='unet_128')`: BatchNorm, no dropout, N(0, 0.02)."""
     torch.manual_seed(derived_seed(config.seed, "attack-init") % 2**63)

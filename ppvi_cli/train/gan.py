@@ -396,18 +396,36 @@ def export_run(path, out, half: bool = False) -> dict:
             "file_sha256": file_sha256(out), "bytes": Path(out).stat().st_size}
 
 
+# Every file a generator run writes into its folder (PPA's teacher and keypoint cache included).
+RUN_FILES = (CHECKPOINT, "log.jsonl", "upgrades.jsonl", "reid.pt", "teacher.pt", "keypoints.npz")
+
+
 def start_run(config: GeneratorTrainConfig, recipe: str, resume: bool):
-    """`(device, out, payload)` at the start of a generator run: the device, the seeded initialisation
-    (a resume overwrites it) and the checkpoint to continue from (None for a fresh run)."""
+    """`(device, out, payload, folder)` at the start of a generator run: the device, the seeded
+    initialisation (a resume overwrites it), the checkpoint to continue from (None for a fresh run)
+    and the run folder (`ppvi_cli.runfolder`, entered: close it with `folder.__exit__`), through
+    which every file of the run is written."""
+    from dataclasses import asdict
     from pathlib import Path
 
     from ppvi_cli.device import select_device
+    from ppvi_cli.runfolder import RunFolder
     from ppvi_cli.runinfo import derived_seed
 
     device = select_device(config.device)
     torch.manual_seed(derived_seed(config.seed, "init") % 2**63)
     out = Path(config.out)
-    return device, out, resume_payload(out, recipe, config, resume, device)
+    payload = resume_payload(out, recipe, config, resume, device)
+    identity = {"command": "train generator", "recipe": recipe,
+                **{k: v for k, v in asdict(config).items() if k not in RESUMABLE}}
+    inputs = {"--data": config.data, "--teacher": getattr(config, "teacher", None) or None}
+    folder = RunFolder(out, identity, inputs=inputs, owns=lambda rel: rel in RUN_FILES, overwrite_flag=None)
+    folder.__enter__()
+    if payload is not None and not folder.finished(CHECKPOINT):
+        folder.__exit__(None, None, None)
+        raise PPVIError(f"--resume: {out / CHECKPOINT} is not what this run wrote (changed, or written without "
+                        "a record); start a new --out")
+    return device, out, payload, folder
 
 
 def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:
@@ -442,11 +460,9 @@ def _plain_eq(a, b) -> bool:
     return norm(a) == norm(b)
 
 
-def write_jsonl(path, rows: Sequence[dict]) -> None:
-    """Rewrite a whole JSON-lines log atomically (rows come from the checkpoint, so a resume never
-    leaves rows of epochs it redoes)."""
+def write_jsonl(folder, name: str, rows: Sequence[dict]) -> None:
+    """Rewrite a whole JSON-lines log of the run folder (rows come from the checkpoint, so a resume
+    never leaves rows of epochs it redoes)."""
     import json
 
-    from ppvi_cli.data.imageio import write_text_atomic
-
-    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
+    folder.write_text(name, "".join(json.dumps(row) + "\n" for row in rows))

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.torch_dataset import label_map, modality_index
 from ppvi_cli.data.transforms import normalize, resize
@@ -53,6 +52,7 @@ from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, GeneratorTr
 from ppvi_cli.train.sampler import PKBatchSampler
 
 RECIPE = "ppa"
+KEYPOINTS = "keypoints.npz"
 TEACHER = "teacher.pt"
 
 
@@ -109,14 +109,14 @@ def kpr_loss(masks: torch.Tensor, guidance: torch.Tensor, visible: torch.Tensor,
     return per_image[visible].mean() + per_image[infrared].mean()
 
 
-def pose_keypoints(records, config: PPAConfig, device, out: Path) -> np.ndarray:
+def pose_keypoints(records, config: PPAConfig, device, folder) -> np.ndarray:
     """`[N, 17, 3]` keypoints of the training records in pixels of the input size, from the pose
-    expert; cached in `out/keypoints.npz` (a YOLO pass over a dataset is worth keeping)."""
+    expert; cached in the run folder's `keypoints.npz` (a YOLO pass over a dataset is worth keeping)."""
     from ppvi_cli.pose.experts import build_expert
 
-    cache = out / "keypoints.npz"
+    cache = folder.path(KEYPOINTS)
     relpaths = np.array([r.relpath for r in records])
-    if cache.is_file():
+    if folder.finished(KEYPOINTS):
         with np.load(cache, allow_pickle=False) as data:
             if str(data["pose"]) == config.pose and np.array_equal(data["relpaths"], relpaths):
                 return data["keypoints"]
@@ -131,17 +131,16 @@ def pose_keypoints(records, config: PPAConfig, device, out: Path) -> np.ndarray:
         for image, kps in zip(images, expert.keypoints(images, batch)):
             rows.append(scale_keypoints(kps, image.shape[:2], config.input_size))
     keypoints = np.stack(rows).astype(np.float32)
-    with atomic_open(cache, "wb") as fh:
-        np.savez(fh, keypoints=keypoints, relpaths=relpaths, pose=np.array(config.pose))
+    folder.write(KEYPOINTS, lambda fh: np.savez(fh, keypoints=keypoints, relpaths=relpaths, pose=np.array(config.pose)))
     return keypoints
 
 
-def _teacher(config: PPAConfig, dataset: PairedImages, sampler: PKBatchSampler, num_classes: int, device, out: Path):
-    """The frozen teacher: `config.teacher`, or `out/teacher.pt`, trained here when absent."""
+def _teacher(config: PPAConfig, dataset: PairedImages, sampler: PKBatchSampler, num_classes: int, device, folder):
+    """The frozen teacher: `config.teacher`, or the run folder's `teacher.pt`, trained here when absent."""
     from ppvi_cli.models.checkpoint import load_checkpoint, save_checkpoint
 
-    path = Path(config.teacher) if config.teacher else out / TEACHER
-    if config.teacher or path.is_file():
+    path = Path(config.teacher) if config.teacher else folder.path(TEACHER)
+    if config.teacher or folder.finished(TEACHER):
         try:
             model, model_config, _ = load_checkpoint(path, map_location=device)
         except PPVIError as err:
@@ -161,8 +160,8 @@ def _teacher(config: PPAConfig, dataset: PairedImages, sampler: PKBatchSampler, 
             parts.zero_grad()
             loss.backward()
             parts.step()
-    save_checkpoint(path, parts.model, parts.config, asdict(config), {"recipe": "ppa-teacher",
-                                                                      "epochs": config.teacher_epochs})
+    folder.produce(TEACHER, lambda target: save_checkpoint(target, parts.model, parts.config, asdict(config),
+                                                           {"recipe": "ppa-teacher", "epochs": config.teacher_epochs}))
     return parts.model.eval().requires_grad_(False), parts.config
 
 
@@ -171,19 +170,25 @@ class _Run:
 
     def __init__(self, config: PPAConfig, resume: bool):
         self.config, cfg = config, config
-        self.device, self.out, payload = start_run(cfg, RECIPE, resume)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.device, self.out, payload, self.folder = start_run(cfg, RECIPE, resume)
+        try:
+            self._build(cfg, payload)
+        except BaseException:
+            self.folder.__exit__(None, None, None)
+            raise
+
+    def _build(self, cfg, payload) -> None:
         records, self.format = train_records(cfg.data, cfg.format)
         mods = [modality_index(r) for r in records]
         if len(set(mods)) < 2:
             raise PPVIError(f"--recipe ppa needs visible and infrared training images; {cfg.data} has only "
                             f"{'infrared' if mods and mods[0] else 'visible'} ones (use --recipe securereid)")
         self.labels = label_map(records)
-        keypoints = pose_keypoints(records, cfg, self.device, self.out) if cfg.kpr else None
+        keypoints = pose_keypoints(records, cfg, self.device, self.folder) if cfg.kpr else None
         self.dataset = PairedImages(records, cfg, self.labels, keypoints, train=True)
         self.sampler = PKBatchSampler([self.labels[r.pid] for r in records], mods, cfg.p, cfg.k, seed=cfg.seed)
         self.teacher, self.teacher_config = _teacher(cfg, self.dataset, self.sampler, len(self.labels),
-                                                     self.device, self.out)
+                                                     self.device, self.folder)
         self.reid = build_reid(cfg, len(self.labels), dual_stream=True, device=self.device)
         if self.teacher_config.feat_dim != self.reid.config.feat_dim:
             raise PPVIError(f"--teacher {cfg.teacher}: its {self.teacher_config.backbone} features have "
@@ -295,9 +300,10 @@ class _Run:
                 on_log({"epoch": epoch + 1, "step": steps, **losses})
         row = {"epoch": epoch + 1, "steps": steps, "lr": lr, **{k: v / max(steps, 1) for k, v in sums.items()}}
         self.state["epoch_logs"].append(row)
-        save_run(self.out / CHECKPOINT, RECIPE, cfg, epoch + 1, self.nets(), self.reid.config.to_dict(),
-                 self.optimizers(), self.state)
-        write_jsonl(self.out / "log.jsonl", self.state["epoch_logs"])
+        self.folder.produce(CHECKPOINT, lambda path: save_run(path, RECIPE, cfg, epoch + 1, self.nets(),
+                                                              self.reid.config.to_dict(), self.optimizers(),
+                                                              self.state))
+        write_jsonl(self.folder, "log.jsonl", self.state["epoch_logs"])
         if on_log:
             on_log(row)
 
@@ -314,10 +320,12 @@ def train_ppa(config: PPAConfig, resume: bool = False, on_log: Callable[[dict], 
     from ppvi_cli.runinfo import stamp
 
     run = _Run(config, resume)
-    run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
-    reid_path = run.out / "reid.pt"
-    save_checkpoint(reid_path, run.reid.model, run.reid.config, asdict(config),
-                    {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)})
+    with run.folder:
+        run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
+        reid_path = run.out / "reid.pt"
+        run.folder.produce(reid_path.name, lambda path: save_checkpoint(
+            path, run.reid.model, run.reid.config, asdict(config),
+            {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)}))
     teacher = config.teacher or str(run.out / TEACHER)
     return {**stamp(config.seed, asdict(config)), "recipe": RECIPE, "format": run.format, "train_ids": len(run.labels),
             "teacher": teacher, "checkpoint": str(run.out / CHECKPOINT), "reid_checkpoint": str(reid_path),

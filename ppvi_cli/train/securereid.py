@@ -125,7 +125,14 @@ class _Run:
 
     def __init__(self, config: SecureReIDConfig, resume: bool):
         self.config, cfg = config, config
-        self.device, self.out, payload = start_run(cfg, RECIPE, resume)
+        self.device, self.out, payload, self.folder = start_run(cfg, RECIPE, resume)
+        try:
+            self._build(cfg, payload)
+        except BaseException:
+            self.folder.__exit__(None, None, None)
+            raise
+
+    def _build(self, cfg, payload) -> None:
         records, self.format = train_records(cfg.data, cfg.format)
         train, self.val = split_validation(records, cfg.val_fraction, cfg.seed) if cfg.validating else (records, [])
         self.labels = label_map(train)
@@ -288,11 +295,12 @@ class _Run:
                                      "upgraded": upgrade})
 
     def save(self, epoch: int) -> None:
-        save_run(self.out / CHECKPOINT, RECIPE, self.config, epoch, self.nets(), self.reid.config.to_dict(),
-                 self.optimizers(), self.state)
-        write_jsonl(self.out / "log.jsonl", self.state["epoch_logs"])
+        self.folder.produce(CHECKPOINT, lambda path: save_run(path, RECIPE, self.config, epoch, self.nets(),
+                                                              self.reid.config.to_dict(), self.optimizers(),
+                                                              self.state))
+        write_jsonl(self.folder, "log.jsonl", self.state["epoch_logs"])
         if self.config.validating:
-            write_jsonl(self.out / "upgrades.jsonl", self.state["checks"])
+            write_jsonl(self.folder, "upgrades.jsonl", self.state["checks"])
 
 
 def train_securereid(config: SecureReIDConfig, resume: bool = False,
@@ -308,10 +316,12 @@ def train_securereid(config: SecureReIDConfig, resume: bool = False,
     from ppvi_cli.runinfo import stamp
 
     run = _Run(config, resume)
-    run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
-    reid_path = run.out / "reid.pt"
-    save_checkpoint(reid_path, run.reid.model, run.reid.config, asdict(config),
-                    {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)})
+    with run.folder:
+        run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
+        reid_path = run.out / "reid.pt"
+        run.folder.produce(reid_path.name, lambda path: save_checkpoint(
+            path, run.reid.model, run.reid.config, asdict(config),
+            {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)}))
     return {**stamp(config.seed, asdict(config)), "recipe": RECIPE, "format": run.format,
             "train_ids": len(run.labels), "validation_ids": len({r.pid for r in run.val}),
             "checkpoint": str(run.out / CHECKPOINT), "reid_checkpoint": str(reid_path),

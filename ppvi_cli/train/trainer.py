@@ -43,7 +43,7 @@ from ppvi_cli.train.sampler import PKBatchSampler
 from ppvi_cli.train.schedule import StepSchedule
 from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.train.trainer_data import VI_FORMATS, TrainImages, default_splits, training_records
-from ppvi_cli.train.trainer_run import RunDir, write_json
+from ppvi_cli.train.trainer_run import RunDir
 
 DEFAULT_LR = {"adam": 3.5e-4, "sgd": 0.1}
 RECIPES = ("agw", "pepr")
@@ -211,9 +211,23 @@ def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None) ->
         check_mirror(records, Path(config.anon))
     run, args = RunDir(config.out), config.args()
     resuming = run.check(args, config.resume)
-    if group.world > 1:
-        dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+    if group.main:  # the one writer: identity, lock, foreign files refused, before anything is written
+        run.open(args, {"--data": config.data, "--anon": config.anon, "--pretrained": _pretrained_file(config)})
+    try:
+        if group.world > 1:
+            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
+        return _train_into(run, args, resuming, config, group, records, on_progress)
+    finally:
+        run.close()
 
+
+def _pretrained_file(config: TrainConfig) -> str | None:
+    path = Path(str(config.pretrained or ""))
+    return str(path) if config.pretrained and path.is_file() else None
+
+
+def _train_into(run: RunDir, args: dict, resuming: bool, config: TrainConfig, group: _Dist, records,
+                on_progress: ProgressFn | None) -> dict:
     data = TrainImages(records, config.input_size, config.seed, None if config.anon is None else Path(config.anon),
                        augment=config.augment)
     vi = config.dual_stream or len({r.modality for r in records}) > 1
@@ -294,14 +308,14 @@ def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None) ->
                "pretrained": None if pretrained is None else pretrained.to_dict(),
                "final": log_rows[-1] if log_rows else None}
     if group.main:
-        write_json(run.summary, summary)
+        run.write_json(run.summary, summary)
     return summary
 
 
 def _restore_or_build(run: RunDir, resuming: bool, model_config: ModelConfig, pretrained: str):
     """`(model, resume state or None, pretrained report or None)`: last.pt's weights when resuming."""
     if resuming and run.last.is_file():
-        model, stored_config, meta = load_checkpoint(run.last, map_location="cpu")
+        model, stored_config, meta = load_checkpoint(run.trusted(run.last), map_location="cpu")
         if stored_config != model_config:
             raise PPVIError(f"--resume {run.last}: its model config does not match this run's data and "
                             "arguments; start a new --out")
@@ -331,5 +345,6 @@ def _save_epoch(run: RunDir, model, model_config, args, epoch, log_rows, optimiz
                            "center_optimizer": None if center_optimizer is None else center_optimizer.state_dict(),
                            "loss": {k: v.cpu() for k, v in loss_fn.state_dict().items()},
                            "torch_rng": torch.get_rng_state(), "weights_sha256": state_dict_sha256(weights)})
-    save_checkpoint(run.last, model, model_config, args, extra={"epoch": epoch, "epochs": args["epochs"]})
+    run.save_checkpoint(lambda path: save_checkpoint(path, model, model_config, args,
+                                                     extra={"epoch": epoch, "epochs": args["epochs"]}))
     run.drop_states_before(epoch)

@@ -7,25 +7,30 @@ Layout of `OUT/`:
   train_log.jsonl   one line per finished epoch
   summary.json      written when the last epoch is done
 
-Each epoch writes its state file first and `last.pt` second (both atomically), then drops older
-state files, so a kill at any moment leaves a `last.pt` whose state file is still there.
+The folder is a run folder (`ppvi_cli.runfolder`): its identity is the arguments a resume may not
+change, every file is listed with its hash when written, a resume trusts last.pt and its state file
+only when they still hash to what was written, and any other file in it is refused. Each epoch
+writes its state file first and `last.pt` second, then drops older state files, so a kill at any
+moment leaves a `last.pt` whose state file is still there.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 
-from ppvi_cli.atomic import atomic_open
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import read_torch_file
+from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import stamp
 
 RUN_FORMAT = "ppvi-train-run"
 # Arguments a resumed run may change: they pick hardware or data loading, not what is computed.
 RESUMABLE_CHANGES = ("device", "workers")
+_RUN_FILES = re.compile(r"^(run\.json|last\.pt|state-\d{4}\.pt|train_log\.jsonl|summary\.json)$")
 
 
 class RunDir:
@@ -35,6 +40,7 @@ class RunDir:
         self.last = self.out / "last.pt"
         self.log = self.out / "train_log.jsonl"
         self.summary = self.out / "summary.json"
+        self.folder: RunFolder | None = None
 
     def state(self, epoch: int) -> Path:
         return self.out / f"state-{epoch:04d}.pt"
@@ -65,6 +71,26 @@ class RunDir:
                             "repeat its arguments (see run.json) or choose a new --out")
         return True
 
+    def open(self, train_args: dict, inputs: dict) -> RunFolder:
+        """Take the folder for this run (the writing process only): identity, lock, foreign files refused."""
+        identity = {"command": "train reid", **{k: v for k, v in train_args.items() if k not in RESUMABLE_CHANGES}}
+        self.folder = RunFolder(self.out, identity, inputs=inputs, owns=lambda rel: bool(_RUN_FILES.match(rel)),
+                                overwrite_flag=None)
+        self.folder.__enter__()
+        return self.folder
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.__exit__(None, None, None)
+            self.folder = None
+
+    def trusted(self, path: Path) -> Path:
+        """`path` (a file of this run) when it still holds what the run wrote; PPVIError otherwise."""
+        if self.folder is not None and not self.folder.finished(path.name):
+            raise PPVIError(f"--resume {self.out}: {path.name} is not what this run wrote (changed, or written "
+                            "without a record); start a new --out")
+        return path
+
     def _stored_args(self) -> dict:
         if not self.run_json.is_file():
             raise PPVIError(f"--resume {self.out}: run.json is missing, so its arguments are unknown; "
@@ -78,7 +104,7 @@ class RunDir:
         return info["params"]
 
     def start(self, train_args: dict, seed: int) -> None:
-        write_json(self.run_json, {"format": RUN_FORMAT, **stamp(seed, train_args)})
+        self.write_json(self.run_json, {"format": RUN_FORMAT, **stamp(seed, train_args)})
 
     def load_state(self, epoch: int, weights_sha256: str) -> dict:
         """The resume state saved with the checkpoint of `epoch`; PPVIError when absent or not matching."""
@@ -86,21 +112,23 @@ class RunDir:
         if not path.is_file():
             raise PPVIError(f"--resume {self.out}: {path.name} (optimizer state for last.pt's epoch {epoch}) "
                             "is missing; cannot continue exactly, start a new --out")
-        state = read_torch_file(path, f"--resume {path}")
+        state = read_torch_file(self.trusted(path), f"--resume {path}")
         if not isinstance(state, dict) or state.get("epoch") != epoch or state.get("weights_sha256") != weights_sha256:
             raise PPVIError(f"--resume {path}: does not belong to last.pt (epoch or weights differ); "
                             "start a new --out")
         return state
 
     def save_state(self, epoch: int, state: dict) -> None:
-        with atomic_open(self.state(epoch), "wb") as fh:
-            torch.save({"epoch": epoch, **state}, fh)
+        self.folder.write(self.state(epoch).name, lambda fh: torch.save({"epoch": epoch, **state}, fh))
+
+    def save_checkpoint(self, write) -> None:
+        """`write(path)` writes last.pt (e.g. `models.checkpoint.save_checkpoint`); listed like every file."""
+        self.folder.produce(self.last.name, write)
 
     def drop_states_before(self, epoch: int) -> None:
-        for path in self.out.glob("state-*.pt"):
-            stem = path.stem.split("-", 1)[1]
-            if stem.isdigit() and int(stem) < epoch:
-                path.unlink(missing_ok=True)
+        old = [p.name for p in self.out.glob("state-*.pt")
+               if p.stem.split("-", 1)[1].isdigit() and int(p.stem.split("-", 1)[1]) < epoch]
+        self.folder.commit([], removed=old)
 
     def read_log(self, through_epoch: int) -> list[dict]:
         """Log lines of epochs 1..`through_epoch` (a killed run may have logged an epoch it did not save)."""
@@ -110,10 +138,7 @@ class RunDir:
         return [r for r in rows if r.get("epoch", 0) <= through_epoch]
 
     def write_log(self, rows: list[dict]) -> None:
-        with atomic_open(self.log, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        self.folder.write_text(self.log.name, "".join(json.dumps(r) + "\n" for r in rows))
 
-
-def write_json(path: Path, data: dict) -> None:
-    with atomic_open(path, "w") as fh:
-        fh.write(json.dumps(data, indent=2, default=str) + "\n")
+    def write_json(self, path: Path, data: dict) -> None:
+        self.folder.write_text(path.name, json.dumps(data, indent=2, default=str) + "\n")
