@@ -176,6 +176,6 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     results["grid"] = str(method_grid(pick_examples(records), roots, out / "grid.png",
                                       cell=(config.width, config.height)))
     report = make_report(run_dirs, out / "report")
-    results["report"] = report.get("html")
+    results["report"] = str(out / "report" / report["html"])
     _write_json(out / "demo.json", results)
     return results
