@@ -387,6 +387,12 @@ class RunFolder:
         self._part_locked = False
 
 
+def stored_identity(root: str | Path) -> dict | None:
+    """The identity recorded in a run folder, or None when it holds no readable record."""
+    stored = _read_record(Path(root) / BOOKKEEPING / "run.json")
+    return None if stored is None else stored["identity"]
+
+
 def _read_record(path: Path) -> dict | None:
     """The identity record at `path`, or None when it is absent, unreadable or not a ppvi run record."""
     try:

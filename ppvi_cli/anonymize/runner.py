@@ -33,7 +33,7 @@ from ppvi_cli.data.imageio import MAX_PIXELS, ImageReadError, decode_image, enco
 from ppvi_cli.data.inputs import collect_inputs
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.runfolder import RunFolder, check_outside_inputs
+from ppvi_cli.runfolder import RunFolder, check_outside_inputs, stored_identity
 from ppvi_cli.runinfo import derived_seed, stamp, versions
 from ppvi_cli.validate import check_number
 
@@ -271,3 +271,52 @@ def anonymize_dataset(
             "manifest": str(dst / manifest), "format": inputs.format, "shard": f"{index}/{count}",
             "model": provenance or None, "device": used_device, "stats": _stats_summary(files),
             "versions": versions()}
+
+
+def merge_shard_manifests(output_root: str | Path, count: int) -> dict:
+    """Write `manifest.json` from the `count` shard manifests of one run; return it.
+
+    What rank 0 does at the end of a torchrun job (and what a user may do after `--shard i/n` runs):
+    every shard manifest must be listed by the folder's record with its hash, the files are their
+    union, the counts their sums, and the run is complete when every shard is.
+    """
+    dst = Path(output_root).resolve()
+    identity = stored_identity(dst)
+    if identity is None or identity.get("command") != "anonymize":
+        raise PPVIError(f"{output_root} holds no anonymize run record to merge")
+    names = [manifest_name((i, count)) for i in range(count)]
+    with RunFolder(dst, identity, part="merge", owns=lambda rel: bool(_MANIFEST.match(rel)),
+                   option="--output") as folder:
+        docs = []
+        for i, name in enumerate(names):
+            if not folder.finished(name):
+                raise PPVIError(f"{dst / name} is missing or not what shard {i}/{count} wrote: run that shard first")
+            docs.append(json.loads(folder.path(name).read_text(encoding="utf-8")))
+        files = {rel: entry for doc in docs for rel, entry in doc["files"].items()}
+        merged = {**{k: v for k, v in docs[0].items() if k not in ("shard", "device")},
+                  "shard": f"merged from {count} shards", "devices": sorted({str(d.get("device")) for d in docs}),
+                  "complete": all(d["complete"] for d in docs),
+                  "counts": {s: sum(d["counts"][s] for d in docs) for s in ("written", "skipped", "failed")},
+                  "stats": _stats_summary(files), "files": dict(sorted(files.items()))}
+        folder.write_text("manifest.json", json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def anonymize_torchrun(method: Method, input_root: str | Path, output_root: str | Path, world, **options) -> dict:
+    """`anonymize_dataset` as one rank of a torchrun job: shard RANK of WORLD_SIZE, then one manifest.
+
+    Every rank protects its shard (`options` as `anonymize_dataset` takes them, `shard` excepted);
+    after a barrier over the process group rank 0 merges the shard manifests into `manifest.json`.
+    Returns the job's summary (counts and failures of every rank) on every rank.
+    """
+    from ppvi_cli.distributed import all_gather
+
+    summary = anonymize_dataset(method, input_root, output_root, shard=(world.rank, world.size), **options)
+    summaries = all_gather({k: summary[k] for k in ("written", "skipped", "failed", "repaired", "device")}, world)
+    if world.main:
+        merge_shard_manifests(output_root, world.size)
+    all_gather(None, world)  # no rank reports before the merged manifest exists
+    return {**summary, "written": sum(s["written"] for s in summaries), "skipped": sum(s["skipped"] for s in summaries),
+            "failed": [f for s in summaries for f in s["failed"]], "repaired": [r for s in summaries for r in s["repaired"]],
+            "shard": f"torchrun: {world.size} ranks", "devices": [s["device"] for s in summaries],
+            "manifest": str(Path(summary["output"]) / "manifest.json"), "stats": {}}

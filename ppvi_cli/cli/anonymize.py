@@ -92,7 +92,8 @@ def anonymize(
     the exit code 1.
     """
     from ppvi_cli.anonymize.methods import build_method
-    from ppvi_cli.anonymize.runner import anonymize_dataset, parse_shard
+    from ppvi_cli.anonymize.runner import anonymize_dataset, anonymize_torchrun, parse_shard
+    from ppvi_cli.distributed import process_group, rank_device, torchrun_world
 
     if preset is not None:
         from ppvi_cli.anonymize.pixelfade import LARGE_STEP_PRESETS
@@ -107,13 +108,18 @@ def anonymize(
              "beta": beta, "large_step": large_step, "init_steps": init_steps, "final_steps": final_steps,
              "work_size": work_size, "amp": amp, "channels_last": channels_last}
     protector = build_method(method, **method_options(method, given))
-    run_seed = effective_seed(ctx, seed)
-    with progress(ctx, f"anonymize {method}") as bar:
-        summary = anonymize_dataset(protector, input_root, output_root, fmt=fmt_name, seed=run_seed,
-                                    shard=parse_shard(shard), batch_size=batch_size,
-                                    device=effective_device(ctx, device), save_float=save_float,
-                                    overwrite=overwrite, max_pixels=max_pixels,
-                                    on_progress=bar.advance, on_total=bar.set_total)
+    world = torchrun_world()
+    if world is not None and shard != "0/1":
+        raise PPVIError("under torchrun each rank takes shard RANK of WORLD_SIZE: drop --shard")
+    options = dict(fmt=fmt_name, seed=effective_seed(ctx, seed), batch_size=batch_size,
+                   device=rank_device(effective_device(ctx, device), world), save_float=save_float,
+                   overwrite=overwrite, max_pixels=max_pixels)
+    with process_group(world), progress(ctx, f"anonymize {method}") as bar:
+        options.update(on_progress=bar.advance, on_total=bar.set_total)
+        if world is None:
+            summary = anonymize_dataset(protector, input_root, output_root, shard=parse_shard(shard), **options)
+        else:
+            summary = anonymize_torchrun(protector, input_root, output_root, world, **options)
 
     def human(console):
         table = Table(title=f"anonymize --method {method} -> {summary['output']}")
@@ -140,6 +146,7 @@ def anonymize(
         for item in summary["failed"]:
             console.print(f"[red]failed[/red] {item['path']}: {item['reason']}", markup=True)
 
-    emit(ctx, summary, human)
+    if world is None or world.main:  # one report per job
+        emit(ctx, summary, human)
     if summary["failed"]:
         raise GateFailed(f"{len(summary['failed'])} image(s) could not be protected (listed in {summary['manifest']})")

@@ -23,7 +23,7 @@ CACHE_HELP = "Feature cache folder (default $PPVI_CACHE_DIR or ~/.cache/ppvi/fea
 
 def model_features(ctx: typer.Context, *, model: Path, data: Path, fmt: str, anon: Path | None, protocol: str | None,
                    trial: int, test_ids: int, pattern: str | None, batch_size: int, workers: int,
-                   device: str | None, cache_dir: Path | None, no_cache: bool):
+                   device: str | None, cache_dir: Path | None, no_cache: bool, world=None):
     """Load the checkpoint, then extract or reuse features: `(ModelFeatures, params dict for the stamp)`."""
     from ppvi_cli.data.readers import FORMATS
     from ppvi_cli.device import select_device
@@ -42,7 +42,9 @@ def model_features(ctx: typer.Context, *, model: Path, data: Path, fmt: str, ano
         if protocol is not None:
             check_protocol_format(protocol, fmt.lower())
     cache = None if no_cache else (cache_dir or default_cache_dir())
-    torch_device = select_device(effective_device(ctx, device))
+    from ppvi_cli.distributed import rank_device
+
+    torch_device = select_device(rank_device(effective_device(ctx, device), world))
     net, config, meta = load_checkpoint(model, map_location=torch_device)
     params = {"model": str(model), "model_sha256": meta["sha256"], "data": str(data), "format": fmt,
               "anon": None if anon is None else str(anon), "protocol": protocol, "trial": trial,
@@ -57,7 +59,7 @@ def model_features(ctx: typer.Context, *, model: Path, data: Path, fmt: str, ano
 
         result = dataset_features(net, data, fmt, anon, torch_device, batch_size, cache, model_sha256=meta["sha256"],
                                   protocol=protocol, trial=trial, test_ids=test_ids, pattern=pattern,
-                                  num_workers=workers, on_total=on_total, on_progress=bar.advance)
+                                  num_workers=workers, on_total=on_total, on_progress=bar.advance, world=world)
     params["format"] = result.split.format
     return result, params
 
@@ -102,15 +104,21 @@ def features_command(
     one trial's test lists; market1501 = query/ and bounding_box_test/, or held-out ids of
     bounding_box_train/; folder = held-out ids. Features are cached by checkpoint and image checksums.
     """
+    from ppvi_cli.distributed import process_group, torchrun_world
     from ppvi_cli.metrics.features import check_features_target, save_features
     from ppvi_cli.runfolder import check_outside_inputs
     from ppvi_cli.runinfo import stamp
 
     check_outside_inputs(out, {"--model": model, "--data": data, "--anon": anon}, option="--out", folder=False)
     check_features_target(out, overwrite)
-    result, params = model_features(ctx, model=model, data=data, fmt=fmt, anon=anon, protocol=protocol, trial=trial,
-                                    test_ids=test_ids, pattern=pattern, batch_size=batch_size, workers=workers,
-                                    device=device, cache_dir=cache_dir, no_cache=no_cache)
+    world = torchrun_world()
+    with process_group(world):
+        result, params = model_features(ctx, model=model, data=data, fmt=fmt, anon=anon, protocol=protocol,
+                                        trial=trial, test_ids=test_ids, pattern=pattern, batch_size=batch_size,
+                                        workers=workers, device=device, cache_dir=cache_dir, no_cache=no_cache,
+                                        world=world)
+    if world is not None and not world.main:  # rank 0 writes the file and reports for the job
+        return
     save_features(out, result.features)
     doc = {"out": str(out), **source_summary(result)}
     doc["run"] = stamp(effective_seed(ctx, None), params | {"out": str(out)})

@@ -224,6 +224,7 @@ def dataset_features(
     num_workers: int = 0,
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    world=None,
 ) -> ModelFeatures:
     """Query and gallery features of `model` on a dataset, raw and (with `anon_root`) anonymized.
 
@@ -232,11 +233,11 @@ def dataset_features(
     With `cache_dir`, features are reused when model, split and every image's bytes are unchanged
     (the cache holds identity features and image paths: keep it private, or pass no cache_dir).
     `on_total(n)` gets the number of images to extract (0 on a hit), `on_progress(k)` each batch.
+    `world` (a `distributed.World`, under torchrun): each rank extracts every WORLD_SIZE-th batch and
+    all ranks return the whole set, batch for batch what one process computes; rank 0 writes the cache.
     """
     from ppvi_cli.models.checkpoint import state_dict_sha256
     from ppvi_cli.data.inputs import check_mirror
-    from ppvi_cli.models.extract import extract_features
-
     split = eval_split(data_root, fmt, protocol=protocol, trial=trial, test_ids=test_ids, pattern=pattern)
     records = split.query + split.gallery
     if anon_root is not None:
@@ -259,14 +260,31 @@ def dataset_features(
     forms = {"raw": None} | ({"anon": anon_root} if anon_root is not None else {})
     query, gallery = {}, {}
     for form, root in forms.items():
-        feats = extract_features(model, records, device, batch_size, size, root, on_progress, num_workers)
+        feats = _extract(model, records, device, batch_size, size, root, on_progress, num_workers, world)
         query[form], gallery[form] = feats[:nq], feats[nq:]
     ints = lambda recs, attr: np.array([getattr(r, attr) for r in recs], dtype=np.int64)  # noqa: E731
     paths = lambda recs: np.array([r.relpath for r in recs], dtype=str)  # noqa: E731
     features = FeatureSet(source, query, gallery, ints(split.query, "pid"), ints(split.query, "camid"),
                           ints(split.gallery, "pid"), ints(split.gallery, "camid"),
                           paths(split.query), paths(split.gallery))
-    if cache_path is not None:
+    if cache_path is not None and (world is None or world.main):
         cache_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # identity features: owner only
         save_features(cache_path, features)
     return ModelFeatures(features, split, "off" if cache_path is None else "miss", cache_path, model_sha256)
+
+
+def _extract(model, records, device, batch_size, size, root, on_progress, num_workers, world) -> np.ndarray:
+    """`extract_features`, or under torchrun this rank's share of whole batches gathered from every rank."""
+    from ppvi_cli.distributed import all_gather
+    from ppvi_cli.models.extract import extract_features
+
+    if world is None:
+        return extract_features(model, records, device, batch_size, size, root, on_progress, num_workers)
+    starts = range(0, len(records), batch_size)[world.rank::world.size]  # the single run's batches, dealt out
+    mine = [i for start in starts for i in range(start, min(start + batch_size, len(records)))]
+    feats = extract_features(model, [records[i] for i in mine], device, batch_size, size, root, on_progress,
+                             num_workers)
+    out = np.empty((len(records), model.config.feat_dim), np.float32)
+    for rows, part in all_gather((mine, feats), world):
+        out[rows] = part
+    return out
