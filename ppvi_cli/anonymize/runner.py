@@ -38,6 +38,9 @@ from ppvi_cli.runinfo import derived_seed, stamp, versions
 from ppvi_cli.validate import check_number
 
 MANIFEST_EVERY_S = 5.0  # how often the manifest is refreshed during a run, so a kill loses little
+# Files are listed (one journal fsync) and renamed in groups: at most this many, or this old. A kill
+# loses at most that group's work; a fsync per 16-image batch cost more than the protection itself.
+COMMIT_FILES, COMMIT_EVERY_S = 512, 1.0
 _MANIFEST = re.compile(r"^manifest(\.shard-\d+-of-\d+)?\.json$")
 
 
@@ -213,7 +216,22 @@ def anonymize_dataset(
                                       **({"stats": entry["stats"]} if entry.get("stats") else {})}
                 if on_progress:
                     on_progress(1)
-        last_save = time.monotonic()
+        pending: list = []  # staged files waiting for one journal entry (one fsync) for all of them
+        pending_extra: dict[str, dict] = {}
+        last_save = last_commit = time.monotonic()
+
+        def commit() -> int:
+            """List the staged files durably and rename them in; returns how many images that was."""
+            nonlocal last_commit
+            folder.commit(pending, pending_extra)
+            for rel, extra in pending_extra.items():
+                files[rel] = {"status": "written", "sha256": folder.entry(rel)["sha256"], **extra}
+            done = len(pending_extra)
+            pending.clear()
+            pending_extra.clear()
+            last_commit = time.monotonic()
+            return done
+
         try:
             for batch_records, to_write in _work(planned, batch_size, method.batch_sensitive, finished):
                 batch, images, modes = [], [], []
@@ -232,35 +250,34 @@ def anonymize_dataset(
                 if not batch:
                     continue
                 seeds = [derived_seed(seed, rec.relpath) for rec in batch]
-                staged, extra = [], {}
+                new = 0
                 for rec, sixteen, result in zip(batch, modes, method.protect_batch(images, batch, seeds)):
                     if rec.relpath not in to_write:
                         continue
-                    staged.append(folder.stage(rec.relpath, lambda fh, p=result.pixels, s=sixteen, r=rec.relpath:
-                                               encode_image(fh, p, r, lossless=method.lossless, sixteen_bit=s)))
-                    extra[rec.relpath] = {"stats": result.stats} if result.stats else {}
+                    pending.append(folder.stage(rec.relpath, lambda fh, p=result.pixels, s=sixteen, r=rec.relpath:
+                                                encode_image(fh, p, r, lossless=method.lossless, sixteen_bit=s)))
                     if save_float:
-                        staged.append(folder.stage(float_copy_path(rec.relpath).as_posix(), lambda fh, f=result.float_pixels:
-                                                   np.save(fh, np.asarray(f, dtype=np.float32))))
-                folder.commit(staged, extra)
-                for rec in batch:
-                    if rec.relpath in to_write:
-                        files[rec.relpath] = {"status": "written", "sha256": folder.entry(rec.relpath)["sha256"],
-                                              **extra[rec.relpath]}
-                new = sum(rec.relpath in to_write for rec in batch)
-                written += new
+                        pending.append(folder.stage(float_copy_path(rec.relpath).as_posix(),
+                                                    lambda fh, f=result.float_pixels:
+                                                    np.save(fh, np.asarray(f, dtype=np.float32))))
+                    pending_extra[rec.relpath] = {"stats": result.stats} if result.stats else {}
+                    new += 1
                 if on_progress:
                     on_progress(new)
+                if len(pending) >= COMMIT_FILES or time.monotonic() - last_commit > COMMIT_EVERY_S:
+                    written += commit()
                 if time.monotonic() - last_save > MANIFEST_EVERY_S:
                     save_manifest(done=False)
                     last_save = time.monotonic()
+            written += commit()
             complete = not failed and written + skipped == len(mine)
             if complete:
                 folder.sync()  # every file on disk before the manifest says so
         except BaseException:
-            try:
+            try:  # the staged files are whole: keep them, then record what is done
+                written += commit()
                 save_manifest(done=False)
-            except OSError:  # e.g. the disk that stopped the run is still full: the journal has the files
+            except OSError:  # e.g. the disk that stopped the run is still full: the journal has the rest
                 pass
             raise
         save_manifest(done=complete)
