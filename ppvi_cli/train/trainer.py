@@ -171,8 +171,8 @@ def _step(net, loss_fn: AGWLoss | PEPRLoss, batch, model_config: ModelConfig, de
     forms, b = images.shape[1], images.shape[0]
     x = images.transpose(0, 1).reshape(forms * b, *images.shape[2:]).to(device)  # raw rows, then anon rows
     x = normalize(x, model_config.mean, model_config.std)
-    labels, modalities = labels.to(device), modalities.to(device)
-    global_feat, logits = net(x, modalities.repeat(forms))
+    labels = labels.to(device)
+    global_feat, logits = net(x, modalities.repeat(forms))  # modalities stay on the host (modality_groups)
     total, stats = 0.0, defaultdict(float)
     for f, name in zip(range(forms), ("raw", "anon")):
         rows = slice(f * b, (f + 1) * b)
