@@ -304,11 +304,14 @@ def train_securereid(config: SecureReIDConfig, resume: bool = False,
     losses), `upgrades.jsonl` (every upgrade check with its numbers) and, at the end, `reid.pt`
     (the jointly trained ReID model as a standard ReID checkpoint). Returns a summary dict.
     """
+    from ppvi_cli.device import deterministic, select_device
     from ppvi_cli.models.checkpoint import save_checkpoint
     from ppvi_cli.runinfo import stamp
 
-    run = _Run(config, resume)
-    run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
+    # On CUDA too, a resumed run ends where a straight one does (device.deterministic).
+    with deterministic(select_device(config.device), tf32=True):
+        run = _Run(config, resume)
+        run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
     reid_path = run.out / "reid.pt"
     save_checkpoint(reid_path, run.reid.model, run.reid.config, asdict(config),
                     {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)})
