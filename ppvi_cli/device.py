@@ -81,6 +81,18 @@ def rank_device(spec: str = "auto", local_rank: str | None = None):
     return torch.device("cuda", index)
 
 
+def device_kind(device) -> str:
+    """The hardware a float result depends on, for keys of cached results: the CPU's vector ISA
+    (`cpu (AVX512)`) or the GPU's model (`cuda (NVIDIA H200)`); kernels differ in the last bits
+    between them, never between two GPUs of one model."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def _tf32_switches():
     """`(getter, setter, IEEE value, TF32 value)` of cuDNN convolutions' and cuBLAS matmuls'
     float32 precision, in the API this torch has: the `fp32_precision` strings (torch >= 2.9), else
