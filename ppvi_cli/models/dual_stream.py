@@ -60,12 +60,15 @@ class ModalityStems(nn.ModuleList):
     def forward(self, x: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
         if len(self) == 1:
             return self[VISIBLE](x)
+        # Row selection returns NCHW: keep a channels-last input channels-last through the routing.
+        layout = torch.channels_last if not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
         out = None
         for m, index in modality_groups(modality, x.shape[0], len(self), x.device):
             if index is None:
                 return self[m](x)
-            part = self[m](x.index_select(0, index))
+            part = self[m](x.index_select(0, index).contiguous(memory_format=layout))
             if out is None:
-                out = part.new_zeros((x.shape[0], *part.shape[1:]))
+                out = part.new_zeros((x.shape[0], *part.shape[1:])).contiguous(memory_format=layout)
             out = out.index_copy(0, index, part)
         return out
