@@ -12,9 +12,10 @@ Splits per format:
 
 The cache keys features by the model (weight SHA-256 and config), the split, the hardware and
 arithmetic that computed them (`device.device_kind`, float32: features from a GPU are not served to
-a CPU evaluation, nor the reverse) and the SHA-256 of every image file read. Content hashes rather than (size, mtime): reading bytes costs far less than
-decoding them and running the model (0.4 s for the 8,642 Market subset images, warm), and mtimes lie
-both ways (a copy without -p changes them, an edit that restores them hides a change).
+a CPU evaluation, nor the reverse) and the SHA-256 of every image file read. Content hashes rather
+than (size, mtime): reading bytes costs far less than decoding them and running the model (0.4 s
+for the 8,642 Market subset images, warm), and mtimes lie both ways (a copy without -p changes
+them, an edit that restores them hides a change).
 """
 
 from __future__ import annotations
