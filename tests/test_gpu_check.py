@@ -46,8 +46,9 @@ def test_cuda_pieces_run_on_fake_gpus(tmp_path, fake_gpu, monkeypatch):
     # a CPU is no GPU: the speed target (30 img/s, a GPU's) fails, and with it the exit status
     assert code == 1 and {name for name, row in rows.items() if row["status"] == "FAIL"} <= {"pixelfade fp32",
                                                                                              "pixelfade amp+cl"}
-    assert "rel. error to float64" in rows["pixelfade float32"]["result"] and rows["pixelfade float32"]["status"] == "ok"
-    assert "restored" in rows["pixelfade float32"]["result"]
+    float32 = rows["pixelfade float32"]
+    assert "rel. error to float64" in float32["result"] and float32["status"] == "ok"
+    assert "restored" in float32["result"]
     assert rows["eval faiss cuda:0"]["status"] == rows["eval faiss cuda:1"]["status"] == "ok"  # two fake GPUs
     assert "faiss-gpu" in rows["eval faiss cuda:1"]["result"] and fake_gpu.created[1] > 0
     assert all(rows[name]["status"] == "ok" for name in ("pixelfade re-run", "generator re-run", "attack re-run",
