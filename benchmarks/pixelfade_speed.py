@@ -26,7 +26,7 @@ import torch
 
 from ppvi_cli.anonymize.methods import build_method
 from ppvi_cli.data.records import Record
-from ppvi_cli.device import select_device
+from ppvi_cli.device import deterministic, select_device
 from ppvi_cli.models.checkpoint import save_checkpoint
 from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.reid import build_model
@@ -39,13 +39,15 @@ def sync(device: torch.device) -> None:
 
 
 def floor_passes(net, x: torch.Tensor, steps: int, amp: bool) -> None:
-    """T forward + input-gradient passes: what PixelFade's loop cannot avoid."""
+    """T forward + input-gradient passes: what PixelFade's loop cannot avoid, in the arithmetic it
+    runs in (`device.deterministic`: on CUDA, IEEE float32 and fixed algorithms)."""
     target = torch.zeros((), device=x.device)
-    for _ in range(steps):
-        xp = x.detach().requires_grad_(True)
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
-            feat = net.extract(xp).float()
-        torch.autograd.grad((feat - target).pow(2).mean(dim=1).sum(), xp)
+    with deterministic(x.device):
+        for _ in range(steps):
+            xp = x.detach().requires_grad_(True)
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+                feat = net.extract(xp).float()
+            torch.autograd.grad((feat - target).pow(2).mean(dim=1).sum(), xp)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Under `torchrun --nproc-per-node N [--nnodes M ...]` every process has RANK, WORLD_SIZE and
 LOCAL_RANK in its environment. ppvi's data-parallel commands (anonymize, features) take shard RANK of
-WORLD_SIZE on the device LOCAL_RANK names, and a gloo process group (it runs on any machine and
+WORLD_SIZE on the device LOCAL_RANK names (`device.rank_device`), and a gloo process group (it runs on any machine and
 carries only barriers and small objects here) orders the final merge on rank 0. No coordinator of
 ppvi's own: torchrun starts, rendezvous and restarts the processes.
 """
@@ -45,20 +45,14 @@ def torchrun_world() -> World | None:
     return World(rank, size, local)
 
 
-def rank_device(spec: str, world: World | None) -> str:
-    """The `--device` this rank uses: `auto` and `cuda` pick the GPU LOCAL_RANK names when there are
-    GPUs (LOCAL_RANK modulo the visible count, for jobs that give each rank one visible GPU); an
-    explicit `cuda:N` or `cpu` is kept as given."""
-    spec = (spec or "auto").strip().lower()
-    if world is None or spec not in ("auto", "cuda"):
+def process_device(spec: str, world: World | None) -> str:
+    """The `--device` this process uses: under torchrun its local rank's GPU (`device.rank_device`),
+    alone the value as given."""
+    if world is None:
         return spec
-    import torch
+    from ppvi_cli.device import rank_device
 
-    if not torch.cuda.is_available():
-        if spec == "cuda":
-            raise PPVIError("--device cuda under torchrun, but torch sees no GPU; use --device cpu")
-        return "cpu"
-    return f"cuda:{world.local_rank % torch.cuda.device_count()}"
+    return str(rank_device(spec, str(world.local_rank)))
 
 
 @contextlib.contextmanager

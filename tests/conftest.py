@@ -32,6 +32,17 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def fake_gpu(monkeypatch):
+    """Two fake CUDA devices for one test (`tests/fake_cuda.py`): tensors moved to `cuda:N` compute
+    on the CPU but report `cuda:N`, and every device mix real CUDA refuses raises. Yields the mode
+    (`.created` tensors per device, `.syncs` host waits, `.calls` to the faked `torch.cuda`)."""
+    from fake_cuda import fake_cuda
+
+    with fake_cuda(monkeypatch) as mode:
+        yield mode
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """`../shared/data`, or a clean skip on machines without it."""
     if not SHARED_DATA.is_dir():

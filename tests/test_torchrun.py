@@ -15,7 +15,7 @@ import torch
 from conftest import REPO
 from ppvi_cli.data.imageio import list_images
 from ppvi_cli.data.synth import SynthConfig, synthesize
-from ppvi_cli.distributed import World, rank_device, torchrun_world
+from ppvi_cli.distributed import World, torchrun_world
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import save_checkpoint
 from ppvi_cli.models.config import ModelConfig
@@ -85,7 +85,7 @@ def test_features_under_torchrun_equal_one_process(synth, tmp_path):
             assert np.array_equal(a[key], b[key]), key
 
 
-def test_torchrun_world_and_rank_device(monkeypatch):
+def test_torchrun_world(monkeypatch):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     assert torchrun_world() is None
@@ -96,13 +96,6 @@ def test_torchrun_world_and_rank_device(monkeypatch):
     monkeypatch.setenv("RANK", "7")
     with pytest.raises(PPVIError, match="inconsistent"):
         torchrun_world()
-    world = World(3, 4, 3)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert rank_device("auto", world) == "cuda:1"  # LOCAL_RANK 3 with 2 visible GPUs per node
-    assert rank_device("cuda:0", world) == "cuda:0" and rank_device("cpu", world) == "cpu"
-    assert rank_device("auto", None) == "auto"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert rank_device("auto", world) == "cpu"
-    with pytest.raises(PPVIError, match="no GPU"):
-        rank_device("cuda", world)
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(PPVIError, match="start ppvi with torchrun"):
+        torchrun_world()

@@ -174,19 +174,21 @@ import json, os, sys
 from pathlib import Path
 from ppvi_cli.train.trainer import TrainConfig, train_reid
 summary = train_reid(TrainConfig(data=Path(sys.argv[1]), out=Path(sys.argv[2]), epochs=1, backbone="mobilenetv2",
-                                 pretrained="none", p=2, k=2, input_size=(64, 32), device="cpu"))
+                                 pretrained="none", p=2, k=2, input_size=(64, 32), device="cpu", recipe=sys.argv[4]))
 report = {"world": summary["world_size"], "steps": summary["final"]["steps"]}
 Path(sys.argv[3], f"rank{os.environ['RANK']}.json").write_text(json.dumps(report))
 """
 
 
-def test_torchrun_two_processes_trains_with_ddp_on_cpu(synth, tmp_path):
+@pytest.mark.parametrize("recipe", ["agw", "pepr"])
+def test_torchrun_two_processes_trains_with_ddp_on_cpu(synth, tmp_path, recipe):
+    # PEPR leaves the identity head unused: DDP failed its second step until the head was frozen.
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(synth), str(out), str(tmp_path)], capture_output=True, text=True,
+                           str(script), str(synth), str(out), str(tmp_path), recipe], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for rank in (0, 1):  # 8 ids / P=2 = 4 batches, 2 per rank

@@ -28,14 +28,17 @@ def translate(net: torch.nn.Module, images: Sequence[np.ndarray], modalities: Se
     """Run an image-to-image generator on uint8 images of any size; returns uint8 images of the same shapes.
 
     `modalities` (record modality names) route a dual-stream generator; None for a single UNet.
+    On CUDA the network runs under `device.deterministic` (its transposed convolutions would
+    otherwise pick run-dependent algorithms), so a re-run writes the same bytes.
     """
     from ppvi_cli.data.transforms import resize, to_tensor
+    from ppvi_cli.device import deterministic
     from ppvi_cli.models.dual_stream import modality_tensor
     from ppvi_cli.train.gan import from_gan, to_gan, to_uint8
 
     batch = torch.stack([resize(to_tensor(im), size) for im in images]).to(device)
-    args = () if modalities is None else (modality_tensor(modalities, device),)
-    with torch.no_grad():
+    args = () if modalities is None else (modality_tensor(modalities),)  # routed on the host
+    with torch.no_grad(), deterministic(device):
         out = from_gan(net(to_gan(batch), *args))
     results = []
     for im, y in zip(images, out):

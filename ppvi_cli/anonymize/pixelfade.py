@@ -27,7 +27,6 @@ feature distance before and after that rounding, measured on exactly the bytes w
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from ppvi_cli.anonymize.methods import METHODS, Method, Protected
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.transforms import denormalize, normalize, resize, to_tensor
+from ppvi_cli.device import deterministic
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.validate import check_number
 from ppvi_cli.models.dual_stream import modality_tensor
@@ -86,12 +86,13 @@ def resize_operator(size_in: tuple[int, int], size_out: tuple[int, int],
 
 
 def _features(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | None,
-              operator: tuple[torch.Tensor, torch.Tensor] | None, amp: bool) -> torch.Tensor:
+              operator: tuple[torch.Tensor, torch.Tensor] | None, amp: bool,
+              memory: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """The model's eval feature `[B, D]` float32 of normalised images, resized by `operator` (None:
-    already at the model's size)."""
+    already at the model's size) and laid out in `memory` (the matmuls return NCHW whatever `x` was)."""
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
         if operator is not None:
-            x = operator[0] @ x @ operator[1].T
+            x = (operator[0] @ x @ operator[1].T).contiguous(memory_format=memory)
         return model.extract(x, modality).float()
 
 
@@ -99,7 +100,8 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
               set_id: torch.Tensor, params: "PixelFade", input_size: tuple[int, int]) -> tuple[torch.Tensor, dict]:
     """Run PixelFade on a batch; pure (no I/O, no global state), on whatever device `x` is on.
 
-    `x`: `[B, 3, H, W]` float32, normalised originals; `modality`: `[B]` long or None; `eta`,
+    `x`: `[B, 3, H, W]` float32, normalised originals; `modality`: `[B]` long or None, on the CPU
+    (a dual-stream model routes samples on the host, so no step waits for the device); `eta`,
     `set_id`: from `noise_and_masks`, on `x`'s device; `params`: the constants (a `PixelFade`);
     `input_size`: the model's (H, W). The model must be in eval mode (BatchNorm would otherwise mix
     the batch). Returns `x_p` `[B, 3, H, W]` (normalised, within each image's own [min, max]) and
@@ -112,8 +114,9 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
     size = tuple(x.shape[-2:])
     operator = None if size == tuple(input_size) else resize_operator(size, input_size, x.device)
     lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    memory = torch.channels_last if params.channels_last else torch.contiguous_format
     with torch.no_grad():
-        target = _features(model, x, modality, operator, params.amp)
+        target = _features(model, x, modality, operator, params.amp, memory)
     beta = torch.tensor(params.beta, device=x.device)
     large = torch.tensor(params.large_step, device=x.device)
     last_free = params.steps - params.final_steps  # replacement and the small step only before this
@@ -128,7 +131,7 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
                 chosen &= met.view(view)
             x_p = torch.where(chosen, eta, x_p)
         x_p.requires_grad_(True)
-        loss = (_features(model, x_p, modality, operator, params.amp) - target).pow(2).mean(dim=1)
+        loss = (_features(model, x_p, modality, operator, params.amp, memory) - target).pow(2).mean(dim=1)
         (grad,) = torch.autograd.grad(loss.sum(), x_p)  # images are independent in eval mode
         x_p, loss = x_p.detach(), loss.detach()
         g = g.mul_(params.alpha).add_(grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(_TINY))
@@ -155,6 +158,9 @@ class PixelFade(Method):
     masks every element is replaced once), `final_steps` last steps without replacement.
     `amp`: bfloat16 autocast for the optimisation's forward/backward (the manifest's distances stay
     float32); `channels_last`: NHWC memory for the model. Steps are in normalised units.
+    On CUDA the optimisation and the distances run under `device.deterministic`: fixed cuDNN
+    algorithms and IEEE float32 (TF32 off, so float32 means float32 on Ampere and newer too), and a
+    re-run on the same GPU model writes the same bytes; `amp` is the fast path.
     """
 
     name = "pixelfade"
@@ -232,7 +238,7 @@ class PixelFade(Method):
             if self.work_size == "model":  # the evaluator's own resize, so the file needs none later
                 work = [resize(t, size) for t in work]
             raw = torch.stack(work).to(self._device)
-            modality = modality_tensor([records[i].modality for i in members], self._device)
+            modality = modality_tensor([records[i].modality for i in members])  # stays on the CPU
             for i, item in zip(members, self._protect_group(raw, modality, [seeds[i] for i in members])):
                 out[i] = item
         return out
@@ -245,7 +251,7 @@ class PixelFade(Method):
         eta, set_id = noise_and_masks(seeds, tuple(x.shape[1:]), self.masks)
         eta = eta.to(self._device).contiguous(memory_format=memory)
         set_id = set_id.to(self._device).contiguous(memory_format=memory)
-        with _deterministic(self._device):
+        with deterministic(self._device):
             x_p, run = pixelfade(self._net, x, modality, eta, set_id, self, cfg.input_size)
             pixels = denormalize(x_p, cfg.mean, cfg.std)
             stored = to_uint8(pixels)
@@ -272,11 +278,3 @@ class PixelFade(Method):
         return {"mse_float": (f_float - f_raw).pow(2).mean(dim=1).cpu(),
                 "mse_stored": (f_stored - f_raw).pow(2).mean(dim=1).cpu(),
                 "cosine_stored": (1.0 - F.cosine_similarity(f_stored, f_raw, dim=1)).cpu()}
-
-
-def _deterministic(device: torch.device):
-    """cuDNN with fixed algorithm choices, so a re-run (resume, another shard) writes the same bytes."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True,
-                                      allow_tf32=torch.backends.cudnn.allow_tf32)

@@ -93,7 +93,7 @@ def anonymize(
     """
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset, anonymize_torchrun, parse_shard
-    from ppvi_cli.distributed import process_group, rank_device, torchrun_world
+    from ppvi_cli.distributed import process_device, process_group, torchrun_world
 
     if preset is not None:
         from ppvi_cli.anonymize.pixelfade import LARGE_STEP_PRESETS
@@ -112,7 +112,7 @@ def anonymize(
     if world is not None and shard != "0/1":
         raise PPVIError("under torchrun each rank takes shard RANK of WORLD_SIZE: drop --shard")
     options = dict(fmt=fmt_name, seed=effective_seed(ctx, seed), batch_size=batch_size,
-                   device=rank_device(effective_device(ctx, device), world), save_float=save_float,
+                   device=process_device(effective_device(ctx, device), world), save_float=save_float,
                    overwrite=overwrite, max_pixels=max_pixels)
     with process_group(world), progress(ctx, f"anonymize {method}") as bar:
         options.update(on_progress=bar.advance, on_total=bar.set_total)

@@ -38,7 +38,8 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
-    device: str = typer.Option("auto", "--device", help=f"Compute device: {DEVICE_HELP}."),
+    device: str = typer.Option("auto", "--device", help=f"Compute device: {DEVICE_HELP}. On CUDA ppvi runs "
+                               "deterministic kernels: the same GPU model and software give the same bytes."),
     seed: int = typer.Option(0, "--seed", help="Global random seed (a command's own --seed wins)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),

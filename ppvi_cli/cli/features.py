@@ -42,9 +42,9 @@ def model_features(ctx: typer.Context, *, model: Path, data: Path, fmt: str, ano
         if protocol is not None:
             check_protocol_format(protocol, fmt.lower())
     cache = None if no_cache else (cache_dir or default_cache_dir())
-    from ppvi_cli.distributed import rank_device
+    from ppvi_cli.distributed import process_device
 
-    torch_device = select_device(rank_device(effective_device(ctx, device), world))
+    torch_device = select_device(process_device(effective_device(ctx, device), world))
     net, config, meta = load_checkpoint(model, map_location=torch_device)
     params = {"model": str(model), "model_sha256": meta["sha256"], "data": str(data), "format": fmt,
               "anon": None if anon is None else str(anon), "protocol": protocol, "trial": trial,

@@ -10,10 +10,12 @@ Splits per format:
   the folder has no camera ids its queries get camid -1 (unknown), else the market protocol's
   same-camera junk rule would discard every match.
 
-The cache keys features by the model (weight SHA-256 and config), the split and the SHA-256 of every
-image file read. Content hashes rather than (size, mtime): reading bytes costs far less than
-decoding them and running the model (0.4 s for the 8,642 Market subset images, warm), and mtimes lie
-both ways (a copy without -p changes them, an edit that restores them hides a change).
+The cache keys features by the model (weight SHA-256 and config), the split, the hardware and
+arithmetic that computed them (`device.device_kind`, float32: features from a GPU are not served to
+a CPU evaluation, nor the reverse) and the SHA-256 of every image file read. Content hashes rather
+than (size, mtime): reading bytes costs far less than decoding them and running the model (0.4 s
+for the 8,642 Market subset images, warm), and mtimes lie both ways (a copy without -p changes
+them, an edit that restores them hides a change).
 """
 
 from __future__ import annotations
@@ -170,11 +172,14 @@ def _file_sha256(path: Path) -> str:
 
 
 def cache_key(model_sha256: str, model_config: dict, input_size: Sequence[int], split: EvalSplit,
-              anon_root: str | Path | None) -> str:
-    """Hex SHA-256 over the model, the split and the content of every image file that would be read."""
+              anon_root: str | Path | None, device_kind: str, precision: str = "float32") -> str:
+    """Hex SHA-256 over the model, the split, where and in what arithmetic the features are computed
+    (`device_kind` as `device.device_kind` names it; `precision` of the model's arithmetic) and the
+    content of every image file that would be read."""
     digest = hashlib.sha256()
     header = {"cache_version": CACHE_VERSION, "model_sha256": model_sha256, "model_config": model_config,
-              "input_size": list(input_size), "split": split.params, "anon": anon_root is not None}
+              "input_size": list(input_size), "split": split.params, "anon": anon_root is not None,
+              "device": device_kind, "precision": precision}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for side, records in (("query", split.query), ("gallery", split.gallery)):
         for rec in records:
@@ -236,8 +241,10 @@ def dataset_features(
     `world` (a `distributed.World`, under torchrun): each rank extracts every WORLD_SIZE-th batch and
     all ranks return the whole set, batch for batch what one process computes; rank 0 writes the cache.
     """
-    from ppvi_cli.models.checkpoint import state_dict_sha256
     from ppvi_cli.data.inputs import check_mirror
+    from ppvi_cli.device import device_kind, select_device
+    from ppvi_cli.models.checkpoint import state_dict_sha256
+
     split = eval_split(data_root, fmt, protocol=protocol, trial=trial, test_ids=test_ids, pattern=pattern)
     records = split.query + split.gallery
     if anon_root is not None:
@@ -247,7 +254,9 @@ def dataset_features(
     source = f"features of {split.root}" + ("" if anon_root is not None else " (no --anon)")
     cache_path = None
     if cache_dir is not None:
-        key = cache_key(model_sha256, model.config.to_dict(), size, split, anon_root)
+        device = select_device(device) if isinstance(device, str) else device
+        # float32 everywhere: extraction runs TF32-free on CUDA (device.deterministic)
+        key = cache_key(model_sha256, model.config.to_dict(), size, split, anon_root, device_kind(device))
         cache_path = Path(cache_dir).expanduser() / f"{key}.npz"
         hit = _cached(cache_path, split.notes)
         if hit is not None:

@@ -72,14 +72,20 @@ class FaissScorer(Scorer):
     faiss has GPU support and a CUDA device was chosen, `pairwise_distances` (BLAS sgemm) otherwise.
 
     faiss's k-NN heaps are not used for selection: they do not break ties by gallery index.
+    faiss's torch bridge runs on torch's current device and stream, so the GPU product runs with
+    the chosen device made current: on cuda:N it is then ordered after torch's copies on that
+    device's stream (with device 0 current it would run on another stream, unordered).
     """
 
     def __init__(self, device):
         import faiss
+        import torch
 
+        self.gpu = device.type == "cuda"
+        if self.gpu and device.index is None:  # "cuda": the current device, named, for the bridge
+            device = torch.device("cuda", torch.cuda.current_device())
         super().__init__(device)
         self._faiss = faiss
-        self.gpu = device.type == "cuda"
         if self.gpu:
             import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take CUDA tensors)
 
@@ -98,7 +104,8 @@ class FaissScorer(Scorer):
 
         ip = self._faiss.METRIC_INNER_PRODUCT
         if self.gpu:
-            return self._faiss.pairwise_distance_gpu(self._res, q, g, metric=ip, device=self.device.index or 0)
+            with torch.cuda.device(self.device):
+                return self._faiss.pairwise_distance_gpu(self._res, q, g, metric=ip, device=self.device.index)
         return torch.from_numpy(self._faiss.pairwise_distances(q, g, metric=ip))
 
 

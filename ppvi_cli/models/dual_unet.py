@@ -15,26 +15,13 @@ import torch
 from torch import nn
 
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.models.dual_stream import modality_groups
 from ppvi_cli.models.unet import UNetGenerator
 
 
-def _groups(modality: torch.Tensor | None, batch: int, streams: int) -> list[tuple[int, torch.Tensor | None]]:
-    """`(stream, sample indices)` per modality present; indices None when one stream takes all."""
-    if modality is None:
-        return [(0, None)]
-    if modality.shape != (batch,) or modality.is_floating_point():
-        raise ValueError(f"modality must be an integer tensor of shape [{batch}], got {modality.dtype} "
-                         f"{tuple(modality.shape)}")
-    present = torch.unique(modality).tolist()
-    if not set(present) <= set(range(streams)):
-        raise ValueError(f"modality values must be in 0..{streams - 1}, got {present}")
-    if len(present) == 1:
-        return [(present[0], None)]
-    return [(m, (modality == m).nonzero(as_tuple=True)[0]) for m in present]
-
-
 class DualUNetGenerator(nn.Module):
-    """`forward(x [B, 3, H, W] in [-1, 1], modality [B] long (0 visible, 1 infrared) | None) -> [B, 3, H, W]`.
+    """`forward(x [B, 3, H, W] in [-1, 1], modality [B] long (0 visible, 1 infrared; best on the CPU,
+    see `modality_groups`) | None) -> [B, 3, H, W]`.
 
     Built from pix2pix UNets (`ppvi_cli.models.unet`): stream `m` owns `down[:private]` and
     `up[-private:]` of its own UNet, and the body (`down[private:]`, `up[:-private]`) is stream 0's,
@@ -68,7 +55,7 @@ class DualUNetGenerator(nn.Module):
             raise PPVIError(f"dual UNet with num_downs={self.num_downs} needs height and width divisible by "
                             f"{step}, got {tuple(x.shape[-2:])}")
         batch, n = x.shape[0], self.num_downs
-        groups = _groups(None if modality is None else modality.to(x.device), batch, self.streams)
+        groups = modality_groups(modality, batch, self.streams, x.device)
         skips: list[torch.Tensor | None] = [None] * self.private
         for stream, index in groups:
             h = x if index is None else x.index_select(0, index)

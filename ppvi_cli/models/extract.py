@@ -13,7 +13,7 @@ from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.torch_dataset import RecordImages
 from ppvi_cli.data.transforms import normalize
-from ppvi_cli.device import select_device
+from ppvi_cli.device import deterministic, select_device
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.reid import ReIDModel
 
@@ -31,7 +31,8 @@ def extract_features(
     """BNNeck features `[N, D]` float32 (un-normalised, row i = records[i]) of `model` in eval mode.
 
     Images are resized to `input_size` (H, W; default the model's) and normalised with the model's
-    mean/std; each goes through its modality's stream (dual-stream models). With `anon_root`, the
+    mean/std; each goes through its modality's stream (dual-stream models). On CUDA the model runs
+    under `device.deterministic` (IEEE float32, fixed algorithms). With `anon_root`, the
     anonymized twin `anon_root / relpath` is read instead (every twin must exist). The model is
     moved to `device` and left in the mode it came in. `num_workers` > 0 decodes in worker processes.
     """
@@ -53,10 +54,10 @@ def extract_features(
     was_training = model.training
     model.to(device).eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), deterministic(device):
             for images, _, modality, index in loader:
                 x = normalize(images.to(device, non_blocking=True), config.mean, config.std)
-                feats = model.extract(x, modality.to(device, non_blocking=True))
+                feats = model.extract(x, modality)  # a dual-stream model routes on the host
                 out[index.numpy()] = feats.float().cpu().numpy()
                 if on_progress is not None:
                     on_progress(len(index))

@@ -125,10 +125,10 @@ def build_recovery_net(config: AttackConfig) -> UNetGenerator:
 
 
 def _rng_state(shuffle: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    """The random state a resumed run needs: the pair shuffle's and torch's CPU one (the DataLoader
+    draws its seed there). Nothing is drawn on a GPU, so no GPU state is kept (older checkpoints'
+    "cuda" entry is ignored), and saving opens no context on every visible GPU."""
+    return {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
 
 
 def save_attack_checkpoint(path: Path, model: nn.Module, optimizer, epoch: int, shuffle: torch.Generator,
@@ -190,8 +190,6 @@ def train_attack(config: AttackConfig, public: list[Record], device: torch.devic
         optimizer.load_state_dict(payload["optimizer"])
         shuffle.set_state(payload["rng"]["shuffle"])
         torch.set_rng_state(payload["rng"]["torch"])
-        if "cuda" in payload["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         history, start = payload["history"], payload["epoch"]
     data = PairImages(public, Path(config.anon), config.size)
     steps = math.ceil(len(data) / config.batch_size)
@@ -295,7 +293,7 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
     checked on each modality's mean recovered SSIM/PSNR (a protection must hold for every modality);
     it is reported, not raised: call `check_gate(summary)` for the exit-1 error.
     """
-    from ppvi_cli.device import select_device
+    from ppvi_cli.device import deterministic, select_device
     from ppvi_cli.measure import gate_failures
     from ppvi_cli.report.grids import method_grid, pick_examples
 
@@ -306,10 +304,12 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
     check_mirror(public + test, anon)
     device = select_device(config.device)
     out.mkdir(parents=True, exist_ok=True)
-    model, history = train_attack(config, public, device, out, on_progress)
+    with deterministic(device, tf32=True):  # on CUDA too, a resumed run ends with the same weights
+        model, history = train_attack(config, public, device, out, on_progress)
 
     recovered_root = out / RECOVERED
-    rows = recover_split(model, test, config, device, recovered_root, on_progress)
+    with deterministic(device):  # the stored and measured images in IEEE float32
+        rows = recover_split(model, test, config, device, recovered_root, on_progress)
     _copy_split_files(raw, recovered_root, used)
     mean, overall = summarize(rows)
     failures = gate_failures(mean, {"ssim": config.max_ssim, "psnr": config.max_psnr})

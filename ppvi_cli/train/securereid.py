@@ -312,16 +312,19 @@ def train_securereid(config: SecureReIDConfig, resume: bool = False,
     losses), `upgrades.jsonl` (every upgrade check with its numbers) and, at the end, `reid.pt`
     (the jointly trained ReID model as a standard ReID checkpoint). Returns a summary dict.
     """
+    from ppvi_cli.device import deterministic, select_device
     from ppvi_cli.models.checkpoint import save_checkpoint
     from ppvi_cli.runinfo import stamp
 
-    run = _Run(config, resume)
-    with run.folder:
-        run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
-        reid_path = run.out / "reid.pt"
-        run.folder.produce(reid_path.name, lambda path: save_checkpoint(
-            path, run.reid.model, run.reid.config, asdict(config),
-            {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)}))
+    # On CUDA too, a resumed run ends where a straight one does (device.deterministic).
+    with deterministic(select_device(config.device), tf32=True):
+        run = _Run(config, resume)
+        with run.folder:
+            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
+            reid_path = run.out / "reid.pt"
+            run.folder.produce(reid_path.name, lambda path: save_checkpoint(
+                path, run.reid.model, run.reid.config, asdict(config),
+                {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)}))
     return {**stamp(config.seed, asdict(config)), "recipe": RECIPE, "format": run.format,
             "train_ids": len(run.labels), "validation_ids": len({r.pid for r in run.val}),
             "checkpoint": str(run.out / CHECKPOINT), "reid_checkpoint": str(reid_path),

@@ -5,12 +5,15 @@ One step: a PK batch (P ids x K images, per modality for VI data) -> model -> AG
 the anonymized twins of the same batch: L_AGW(x) + L_AGW(anon(x)), one forward over both forms (so
 DDP sees one forward per step and BatchNorm sees both forms, as a joint batch would).
 `recipe="pepr"` swaps the AGW loss for PEPR-Net's (triplet + De-ID decoder + Adv-ID, `train/pepr.py`):
-the decoder and the identity adversary train in the same optimizer as the encoder.
+the decoder and the identity adversary train in the same optimizer as the encoder, and the model's
+identity head (BNNeck scale, classifier), which PEPR does not use, is frozen.
 Optimizer: Adam 3.5e-4, weight decay 5e-4 (AGW's single-modality recipe, also used here for VI
 because it trains from scratch reliably); `optimizer="sgd"` is the VI baseline's SGD (lr 0.1,
 momentum 0.9, Nesterov). The center loss's centers have their own SGD (lr 0.5) with gradients
 un-weighted by the 0.0005, as AGW does. Under `torchrun` (WORLD_SIZE > 1) the model is wrapped in
-DDP (gloo on CPU, nccl on CUDA), the sampler is sharded by rank, and only rank 0 writes.
+DDP (gloo on CPU, nccl on CUDA), each process on its local rank's GPU (`device.rank_device`), the
+sampler is sharded by rank, and only rank 0 writes. On CUDA training runs under
+`device.deterministic` with TF32 allowed: a re-run on the same GPUs gives the same weights.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch.utils.data import DataLoader
 from ppvi_cli.data.readers import load_dataset
 from ppvi_cli.data.records import MODALITIES
 from ppvi_cli.data.transforms import normalize
-from ppvi_cli.device import select_device
+from ppvi_cli.device import deterministic, rank_device, select_device
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import load_checkpoint, save_checkpoint, state_dict_sha256
 from ppvi_cli.models.config import ModelConfig
@@ -119,12 +122,11 @@ class _Dist:
 
 
 def _setup_distributed(device_spec: str) -> _Dist:
-    device = select_device(device_spec)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return _Dist(0, 1, device, False)
+        return _Dist(0, 1, select_device(device_spec), False)
+    device = rank_device(device_spec)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     owns = not dist.is_initialized()
     if owns:
@@ -171,8 +173,8 @@ def _step(net, loss_fn: AGWLoss | PEPRLoss, batch, model_config: ModelConfig, de
     forms, b = images.shape[1], images.shape[0]
     x = images.transpose(0, 1).reshape(forms * b, *images.shape[2:]).to(device)  # raw rows, then anon rows
     x = normalize(x, model_config.mean, model_config.std)
-    labels, modalities = labels.to(device), modalities.to(device)
-    global_feat, logits = net(x, modalities.repeat(forms))
+    labels = labels.to(device)
+    global_feat, logits = net(x, modalities.repeat(forms))  # modalities stay on the host (modality_groups)
     total, stats = 0.0, defaultdict(float)
     for f, name in zip(range(forms), ("raw", "anon")):
         rows = slice(f * b, (f + 1) * b)
@@ -197,7 +199,8 @@ def train_reid(config: TrainConfig, on_progress: ProgressFn | None = None) -> di
     config.check()
     group = _setup_distributed(config.device)
     try:
-        return _train(config, group, on_progress)
+        with deterministic(group.device, tf32=True):  # reproducible on CUDA; TF32 is training's speed
+            return _train(config, group, on_progress)
     finally:
         if group.owns_group:
             dist.destroy_process_group()
@@ -246,10 +249,16 @@ def _train_into(run: RunDir, args: dict, resuming: bool, config: TrainConfig, gr
     start = 0 if state is None else state["epoch"]
     log_rows = run.read_log(start)
     model.to(group.device).train()
+    if config.recipe == "pepr":  # no identity head: the BNNeck scale and classifier would get no
+        model.head.requires_grad_(False)  # gradient, which DDP waits for at the next step
     loss_fn = _objective(config, model_config).to(group.device)
     optimizer, center_optimizer = _optimizers(config, model, loss_fn)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as err:
+            raise PPVIError(f"--resume {run.out}: the saved optimizer state does not fit this run's trainable "
+                            f"parameters ({err}); start a new --out") from None
         if center_optimizer is not None:
             center_optimizer.load_state_dict(state["center_optimizer"])
         loss_fn.load_state_dict(state["loss"])
