@@ -428,6 +428,25 @@ def start_run(config: GeneratorTrainConfig, recipe: str, resume: bool):
     return device, out, payload, folder
 
 
+class GeneratorRun:
+    """A recipe's run: `start_run`, then the recipe's `_build(config, payload)`; the run folder is
+    closed again if building fails (bad data, a teacher that does not fit)."""
+
+    recipe = ""
+
+    def __init__(self, config: GeneratorTrainConfig, resume: bool):
+        self.config = config
+        self.device, self.out, payload, self.folder = start_run(config, self.recipe, resume)
+        try:
+            self._build(config, payload)
+        except BaseException:
+            self.folder.__exit__(None, None, None)
+            raise
+
+    def _build(self, config: GeneratorTrainConfig, payload: dict | None) -> None:
+        raise NotImplementedError
+
+
 def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:
     """The checkpoint to continue from (`resume`), or None for a fresh run into an unused `out`."""
     from dataclasses import asdict

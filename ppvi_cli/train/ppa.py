@@ -47,7 +47,7 @@ from ppvi_cli.models.unet import PatchDiscriminator, init_weights
 from ppvi_cli.pose.maps import RADIUS, guidance_maps, scale_keypoints
 from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, GeneratorTrainConfig, PairedImages,
                                 adversarial_loss, build_reid, from_gan, loader, lr_factor, reid_input,
-                                run_epochs, save_run, set_lr, set_requires_grad, start_run, to_gan,
+                                GeneratorRun, run_epochs, save_run, set_lr, set_requires_grad, to_gan,
                                 train_records, write_jsonl)
 from ppvi_cli.train.sampler import PKBatchSampler
 
@@ -165,19 +165,12 @@ def _teacher(config: PPAConfig, dataset: PairedImages, sampler: PKBatchSampler, 
     return parts.model.eval().requires_grad_(False), parts.config
 
 
-class _Run:
+class _Run(GeneratorRun):
     """One PPA run's networks, optimizers and bookkeeping (built fresh or from a checkpoint)."""
 
-    def __init__(self, config: PPAConfig, resume: bool):
-        self.config, cfg = config, config
-        self.device, self.out, payload, self.folder = start_run(cfg, RECIPE, resume)
-        try:
-            self._build(cfg, payload)
-        except BaseException:
-            self.folder.__exit__(None, None, None)
-            raise
+    recipe = RECIPE
 
-    def _build(self, cfg, payload) -> None:
+    def _build(self, cfg: PPAConfig, payload: dict | None) -> None:
         records, self.format = train_records(cfg.data, cfg.format)
         mods = [modality_index(r) for r in records]
         if len(set(mods)) < 2:

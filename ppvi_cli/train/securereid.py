@@ -41,7 +41,7 @@ from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
 from ppvi_cli.runinfo import derived_seed
 from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, GeneratorTrainConfig, PairedImages, adversarial_loss,
                                 build_reid, embed, from_gan, loader, lr_factor, reid_input, restore_net,
-                                run_epochs, save_run, set_lr, set_requires_grad, start_run, to_gan, to_uint8,
+                                GeneratorRun, run_epochs, save_run, set_lr, set_requires_grad, to_gan, to_uint8,
                                 train_records, write_jsonl)
 from ppvi_cli.train.sampler import PKBatchSampler
 
@@ -120,19 +120,12 @@ def _rank1(query: torch.Tensor, gallery: torch.Tensor, pids: np.ndarray, camids:
     return result["rank1"] / 100.0
 
 
-class _Run:
+class _Run(GeneratorRun):
     """One training run's networks, optimizers and bookkeeping (built fresh or from a checkpoint)."""
 
-    def __init__(self, config: SecureReIDConfig, resume: bool):
-        self.config, cfg = config, config
-        self.device, self.out, payload, self.folder = start_run(cfg, RECIPE, resume)
-        try:
-            self._build(cfg, payload)
-        except BaseException:
-            self.folder.__exit__(None, None, None)
-            raise
+    recipe = RECIPE
 
-    def _build(self, cfg, payload) -> None:
+    def _build(self, cfg: SecureReIDConfig, payload: dict | None) -> None:
         records, self.format = train_records(cfg.data, cfg.format)
         train, self.val = split_validation(records, cfg.val_fraction, cfg.seed) if cfg.validating else (records, [])
         self.labels = label_map(train)
