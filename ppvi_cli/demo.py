@@ -97,7 +97,7 @@ def _evaluate(data: Path, anon: Path, config: DemoConfig, device: str) -> dict:
     model, _, meta = load_checkpoint(config.weights, map_location=device)
     feats = dataset_features(model.to(device), data, "sysu", anon_root=anon, device=device,
                              model_sha256=meta["sha256"], protocol="sysu-all")
-    doc = evaluate_settings(feats.features, "sysu-all", list(SETTINGS), trials=config.trials, backend="faiss")
+    doc = evaluate_settings(feats.features, "sysu-all", list(SETTINGS), trials=config.trials, backend="auto")
     doc["source"] = {"model": config.weights, "model_sha256": meta["sha256"], "data": str(data), "anon": str(anon)}
     doc["run"] = stamp(None, {"trials": config.trials, "protocol": "sysu-all"})
     return doc

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ppvi_cli import __version__
 
-_PACKAGES = ("numpy", "scipy", "pillow", "torch", "torchvision", "faiss-cpu", "faiss-gpu")
+_PACKAGES = ("numpy", "scipy", "pillow", "scikit-image", "torch", "torchvision", "faiss-cpu", "faiss-gpu")
 
 
 def versions() -> dict[str, str]:

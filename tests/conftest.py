@@ -83,6 +83,17 @@ def run_cli(*args: str, cwd: Path | None = None):
                           cwd=cwd, env={**os.environ, "COLUMNS": "200"})
 
 
+def tiny_features(path: Path) -> Path:
+    """A saved features file of 8 query and 8 gallery rows (4 ids, 2 cameras), raw only."""
+    from ppvi_cli.metrics.features import FeatureSet, save_features
+
+    rng = np.random.default_rng(0)
+    pids, camids = np.repeat(np.arange(4), 2), np.tile([1, 2], 4)
+    save_features(path, FeatureSet(str(path), {"raw": rng.normal(size=(8, 4)).astype(np.float32)},
+                                   {"raw": rng.normal(size=(8, 4)).astype(np.float32)}, pids, camids, pids, camids))
+    return path
+
+
 class Interrupting:
     """Wraps a method and raises KeyboardInterrupt after `after` batches, like a Ctrl-C."""
 

@@ -128,4 +128,4 @@ def test_setting_without_anon_arrays_exits_2(tmp_path):
     proc = run_cli("eval", "--features", str(path), "-p", "regdb-v2t", "-s", "raw2raw", "--trials", "3")
     assert proc.returncode == 2 and "--trials does not apply" in proc.stderr
     proc = run_cli("eval", "--features", str(path), "-p", "sysu", "-s", "raw2raw")
-    assert proc.returncode == 2 and "unknown protocol 'sysu'" in proc.stderr
+    assert proc.returncode == 2 and "'sysu' is not one of" in proc.stderr and "'sysu-all'" in proc.stderr

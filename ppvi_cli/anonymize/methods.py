@@ -39,6 +39,11 @@ def load_methods() -> list[str]:
     return METHODS.names()
 
 
+def method_names() -> list[str]:
+    """Every method name, read from the table above: no method module (nor torch) is imported."""
+    return sorted(name for names in _METHOD_MODULES.values() for name in names)
+
+
 def method_class(name: str) -> type["Method"]:
     """The class registered as `name`, importing only its module; an unknown name raises PPVIError
     with the closest valid one."""

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
+from ppvi_cli.cli.choices import Format, Method, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
 from ppvi_cli.data.imageio import MAX_PIXELS
 from ppvi_cli.device import DEVICE_HELP
@@ -37,10 +38,10 @@ def method_options(method: str, given: dict) -> dict:
 @app.command("anonymize")
 def anonymize(
     ctx: typer.Context,
-    method: str = typer.Option(..., "--method", "-m", help="Protection method: mosaic, blur, noise, pixelfade or generator."),
+    method: Method = choice_option(..., "--method", "-m", help="Protection method (its own options below)."),
     input_root: Path = typer.Option(..., "--input", "-i", help="Dataset (or any image folder) to protect; only read."),
     output_root: Path = typer.Option(..., "--output", "-o", help="Mirror folder to write; must be outside --input."),
-    fmt_name: str = typer.Option("auto", "--format", "-f", help="Input layout: auto, market1501, sysu, regdb or folder."),
+    fmt_name: Format = choice_option("auto", "--format", "-f", help="Input layout (auto: detected from its folders)."),
     block: int = typer.Option(None, "--block", help="mosaic: tile size in pixels \\[default: 24]."),
     radius: float = typer.Option(None, "--radius", help="blur: Gaussian radius (std) in pixels \\[default: 12]."),
     sigma: float = typer.Option(None, "--sigma", help="noise: std on [0, 1] pixels \\[default: 0.5]."),

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from ppvi_cli import __version__
 from ppvi_cli.cli.common import GlobalOptions, stderr
+from ppvi_cli.cli.examples import present
 from ppvi_cli.device import DEVICE_HELP
 from ppvi_cli.errors import INTERNAL_ERROR, GateFailed, PPVIError
 
@@ -23,8 +24,9 @@ app = typer.Typer(
     help="Privacy-preserving person re-identification: protect images, attack the protection, measure both sides.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a privacy tool must not print tensors or people's image paths
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, powershell)
     rich_markup_mode="markdown",  # docstrings reflow as paragraphs
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 
 
@@ -38,10 +40,13 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
-    device: str = typer.Option("auto", "--device", help=f"Compute device: {DEVICE_HELP}. On CUDA ppvi runs "
-                               "deterministic kernels: the same GPU model and software give the same bytes."),
-    seed: int = typer.Option(0, "--seed", help="Global random seed (a command's own --seed wins)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars on stderr."),
+    device: str = typer.Option("auto", "--device", envvar="PPVI_DEVICE", show_envvar=True,
+                               help=f"Compute device: {DEVICE_HELP}. On CUDA ppvi runs deterministic kernels: "
+                               "the same GPU model and software give the same bytes."),
+    seed: int = typer.Option(0, "--seed", envvar="PPVI_SEED", show_envvar=True,
+                             help="Global random seed (a command's own --seed wins)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", envvar="PPVI_QUIET", show_envvar=True,
+                               help="No progress bars on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -70,6 +75,7 @@ def _register() -> None:
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"ppvi_cli.cli.{name}")
+    present(app)
 
 
 _register()
@@ -78,7 +84,7 @@ _register()
 def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
-        app()
+        app(prog_name="ppvi")  # also under `python -m ppvi_cli`: completion reads _PPVI_COMPLETE
     except PPVIError as exc:
         if debug:
             raise

@@ -44,6 +44,13 @@ def effective_device(ctx: typer.Context, local: str | None) -> str:
     return options(ctx).device if local is None else local
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` (the function parameter) was set on the command line or from its
+    environment variable, rather than left at its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 def json_safe(value):
     """Strict JSON for jq and friends: NaN and infinities become null (documented per command)."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -8,19 +8,20 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
+from ppvi_cli.cli.choices import Format, choice_option
 from ppvi_cli.cli.common import effective_seed, emit, progress
 
 data_app = typer.Typer(help="Inspect dataset layouts and synthesize the embedded VI dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-FORMAT_HELP = "Dataset layout: auto, market1501, sysu, regdb or folder."
+FORMAT_HELP = "Dataset layout (auto: detected from its folders)."
 
 
 @data_app.command("check")
 def check(
     ctx: typer.Context,
     root: Path = typer.Argument(..., help="Dataset root folder."),
-    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    fmt: Format = choice_option("auto", "--format", "-f", help=FORMAT_HELP),
     trial: int = typer.Option(None, "--trial", help="RegDB trial, 1..10 (default 1)."),
     pattern: str = typer.Option(None, "--pattern", help="folder: regex on file names with groups camid/modality."),
 ) -> None:

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
+from ppvi_cli.cli.choices import Backend, Format, Protocol, SettingOrAll, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
 from ppvi_cli.cli.features import CACHE_HELP, FORMAT_HELP, TEST_IDS_HELP, TRIAL_HELP, model_features, source_summary
 from ppvi_cli.errors import PPVIError
@@ -32,7 +33,7 @@ def eval_command(
     model: Path = typer.Option(None, "--model", help="Or a ReID checkpoint: extract features of --data "
                                "(and --anon) first, as `ppvi features` does."),
     data: Path = typer.Option(None, "--data", help="With --model: the dataset root (raw images)."),
-    fmt: str = typer.Option(None, "--format", "-f", help=f"With --model. {FORMAT_HELP} (default auto)"),
+    fmt: Format = choice_option(None, "--format", "-f", help=f"With --model. {FORMAT_HELP} (default auto)"),
     anon: Path = typer.Option(None, "--anon", help="With --model: the anonymized mirror of --data "
                               "(needed by raw2anon, anon2raw, anon2anon)."),
     trial: int = typer.Option(None, "--trial", min=1, max=10, help=f"With --model. {TRIAL_HELP} (default 1)"),
@@ -43,11 +44,13 @@ def eval_command(
     workers: int = typer.Option(None, "--workers", min=0, help="With --model: image-decoding processes (default 0)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help=f"With --model. {CACHE_HELP}"),
     no_cache: bool = typer.Option(False, "--no-cache", help="With --model: neither read nor write the feature cache."),
-    protocol: str = typer.Option(..., "--protocol", "-p",
-                                 help="market, sysu-all, sysu-indoor, regdb-v2t or regdb-t2v."),
-    setting: str = typer.Option(..., "--setting", "-s", help="raw2raw, raw2anon, anon2raw, anon2anon or all."),
+    protocol: Protocol = choice_option(..., "--protocol", "-p", help="Evaluation protocol: junk rule, gallery "
+                                       "draws and trials (README, \"Evaluation\")."),
+    setting: SettingOrAll = choice_option(..., "--setting", "-s", help="Query form 2 gallery form, or all four."),
     trials: int = typer.Option(None, "--trials", min=1, help="SYSU: galleries drawn, seeds 0..N-1 (default 10)."),
-    backend: str = typer.Option("faiss", "--backend", help="faiss or torch (both exact)."),
+    backend: Backend = choice_option("auto", "--backend", help="Who computes the products (all exact): auto = faiss's "
+                                     "GPU index when faiss sees the chosen GPU, else torch on that GPU, else faiss on "
+                                     "the CPU (torch when faiss is not installed)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
     per_query: Path = typer.Option(None, "--per-query", help="Write one CSV row per query and trial here (AP, INP in percent)."),
     ranked: Path = typer.Option(None, "--ranked", help="Write the top-k ranked lists (trial 0) as JSON here."),
@@ -145,7 +148,8 @@ def eval_command(
             table.add_row(name, *cells, str(res["valid_queries"]))
         console.print(table)
         first = next(iter(doc["results"].values()))
-        console.print(f"trials {first['trials']}, backend {first['backend']}; percent over queries with a true match")
+        console.print(f"trials {first['trials']}, backend {first['backend']} on {first['device']}; percent over "
+                      "queries with a true match")
         for note in first["notes"]:
             console.print(f"note: {note}")
         for kind, paths in outputs.items():

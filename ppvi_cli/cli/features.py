@@ -11,10 +11,11 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
+from ppvi_cli.cli.choices import Format, Protocol, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
 from ppvi_cli.errors import PPVIError
 
-FORMAT_HELP = "Dataset layout: auto, market1501, sysu, regdb or folder."
+FORMAT_HELP = "Dataset layout (auto: detected from its folders)."
 TRIAL_HELP = "RegDB: the split trial of the idx files, 1..10."
 TEST_IDS_HELP = ("market1501 without query/ and folder: hold out the last N ids (ascending) as test ids; "
                  "query = first image per camera per id.")
@@ -82,10 +83,10 @@ def features_command(
     model: Path = typer.Option(..., "--model", help="ReID checkpoint (.pt) written by `ppvi train reid`."),
     data: Path = typer.Option(..., "--data", help="Dataset root (raw images)."),
     out: Path = typer.Option(..., "--out", help="Features file to write (.npz, read by `ppvi eval --features`)."),
-    fmt: str = typer.Option("auto", "--format", "-f", help=FORMAT_HELP),
+    fmt: Format = choice_option("auto", "--format", "-f", help=FORMAT_HELP),
     anon: Path = typer.Option(None, "--anon", help="Anonymized mirror of --data (from `ppvi anonymize`): adds "
                               "query_anon/gallery_anon, row-aligned with the raw features."),
-    protocol: str = typer.Option(None, "--protocol", "-p", help="Check the split fits it; RegDB: regdb-v2t "
+    protocol: Protocol = choice_option(None, "--protocol", "-p", help="Check the split fits it; RegDB: regdb-v2t "
                                  "(default) or regdb-t2v picks which modality queries."),
     trial: int = typer.Option(1, "--trial", min=1, max=10, help=TRIAL_HELP),
     test_ids: int = typer.Option(201, "--test-ids", min=1, help=TEST_IDS_HELP),

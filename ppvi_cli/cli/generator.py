@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
+from ppvi_cli.cli.choices import Backbone, Format, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress, stderr
 from ppvi_cli.cli.train import train_app
 from ppvi_cli.errors import PPVIError
@@ -27,8 +28,8 @@ def train_generator(
                                "(visible-infrared: dual-stream, KPR, DCMA)."),
     data: Path = typer.Option(..., "--data", help="Training dataset root (its train split is used)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, logs, reid.pt."),
-    data_format: str = typer.Option("auto", "--format", "-f", help="Dataset layout: auto, market1501, sysu, regdb "
-                                    "or folder."),
+    data_format: Format = choice_option("auto", "--format", "-f",
+                                        help="Dataset layout (auto: detected from its folders)."),
     init: str = typer.Option("mosaic", "--init", help="Initial supervision: mosaic, blur or noise."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs [default: 120]; the papers' schedule scales."),
     teacher: Path = typer.Option(None, "--teacher", help="ppa: frozen AGW teacher (a ReID checkpoint); absent: "
@@ -47,7 +48,7 @@ def train_generator(
     num_downs: int = typer.Option(None, "--num-downs", help="UNet depth [default: 7, unet_128]."),
     ngf: int = typer.Option(None, "--ngf", help="Generator width [default: 64]."),
     ndf: int = typer.Option(None, "--ndf", help="Discriminator width [default: 64]."),
-    backbone: str = typer.Option(None, "--backbone", help="ReID backbone: resnet50, resnet18 or mobilenetv2."),
+    backbone: Backbone = choice_option(None, "--backbone", help="ReID backbone [default: resnet50]."),
     pretrained: str = typer.Option(None, "--pretrained", help="ReID backbone weights: imagenet, none or a path."),
     p: int = typer.Option(None, "--p", min=1, help="Identities per batch [securereid 16, ppa 8]."),
     k: int = typer.Option(None, "--k", min=1, help="Images per identity (per modality for ppa) [default: 4]."),
@@ -117,8 +118,8 @@ def pose_maps(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Dataset (or image folder) to run the pose expert on."),
     out: Path = typer.Option(..., "--out", help="Folder for the guidance maps (PNG, mirrored paths)."),
-    data_format: str = typer.Option("auto", "--format", "-f", help="Dataset layout: auto, market1501, sysu, regdb "
-                                    "or folder."),
+    data_format: Format = choice_option("auto", "--format", "-f",
+                                        help="Dataset layout (auto: detected from its folders)."),
     pose: str = typer.Option("groundtruth", "--pose", help="groundtruth, yolo or yolo:PATH_OR_NAME."),
     radius: float = typer.Option(5.0, "--radius", min=0, help="Map radius R in pixels of each image."),
     device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
@@ -152,8 +153,8 @@ def recover(
                                     "generator)."),
     output_root: Path = typer.Option(..., "--output", "-o", help="Mirror folder for the recovered images."),
     raw: Path = typer.Option(None, "--raw", help="Raw dataset the input mirrors: report PSNR/SSIM recovered vs raw."),
-    data_format: str = typer.Option("auto", "--format", "-f", help="Input layout: auto, market1501, sysu, regdb "
-                                    "or folder."),
+    data_format: Format = choice_option("auto", "--format", "-f",
+                                        help="Input layout (auto: detected from its folders)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
     device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
 ) -> None:
@@ -186,12 +187,38 @@ def recover(
 @app.command("export")
 def export(
     ctx: typer.Context,
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of a `ppvi train generator` run."),
-    out: Path = typer.Option(..., "--out", "-o", help="File to write (e.g. weights/my_generator.pt)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of a `ppvi train generator` run; with "
+                                    "--onnx, a ReID checkpoint (last.pt of `ppvi train reid`, reid.pt)."),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write (e.g. weights/my_generator.pt, reid.onnx)."),
     half: bool = typer.Option(False, "--half", help="Store the weights as float16 (half the size; cast back on load)."),
+    onnx: bool = typer.Option(False, "--onnx", help="Write a ReID model as ONNX for deployment (pixels in [0, 1] "
+                              "-> BNNeck feature), checked with onnxruntime against PyTorch (needs ppvi[onnx])."),
 ) -> None:
-    """Keep only a generator run's inference networks (SecureReID: G_X, G_Y; PPA: G) in a small file
-    that `anonymize --method generator` and `recover` read; it cannot be resumed."""
+    """Export a trained model: a generator run's inference networks, or a ReID model as ONNX (--onnx).
+
+    Without --onnx: only the inference networks (SecureReID: G_X, G_Y; PPA: G) in a small file that
+    `anonymize --method generator` and `recover` read; it cannot be resumed. With --onnx: the ReID
+    model as an ONNX graph for deployment, written once onnxruntime's features match PyTorch's (the
+    largest difference is printed).
+    """
+    if onnx:
+        if half:
+            raise PPVIError("--half applies to generator exports, not --onnx")
+        from ppvi_cli.models.onnx_export import export_onnx
+
+        summary = export_onnx(checkpoint, out)
+
+        def human(console):
+            check = summary["check"]
+            console.print(f"ONNX opset {summary['opset']}: {', '.join(summary['inputs'])} -> feature "
+                          f"[B, {summary['feat_dim']}] at {summary['input_size'][0]}x{summary['input_size'][1]} -> "
+                          f"{summary['out']} ({summary['bytes'] / 2**20:.1f} MiB, "
+                          f"sha256 {summary['file_sha256'][:12]})")
+            console.print(f"check ({check['runtime']}, {check['images']} seeded images): max |onnx - torch| = "
+                          f"{check['max_abs_diff']:.3g} (features up to {check['max_abs_feature']:.3g})")
+
+        emit(ctx, summary, human)
+        return
     from ppvi_cli.train.gan import export_run
 
     summary = export_run(checkpoint, out, half=half)

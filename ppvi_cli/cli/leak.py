@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
+from ppvi_cli.cli.choices import Backend, Protocol, Setting, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress
 from ppvi_cli.errors import PPVIError
 
@@ -46,16 +47,16 @@ def leak_command(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
     dp_sweep: bool = typer.Option(False, "--dp-sweep", help="Privatise the setting's gallery with the Gaussian "
                                   "mechanism at each epsilon; report utility and leakage against epsilon."),
-    protocol: str = typer.Option(None, "--protocol", "-p", help="With --dp-sweep: market, sysu-all, sysu-indoor, "
-                                 "regdb-v2t or regdb-t2v."),
-    setting: str = typer.Option(None, "--setting", "-s", help="With --dp-sweep: raw2raw, raw2anon, anon2raw or "
-                                "anon2anon (its gallery form gets the noise)."),
+    protocol: Protocol = choice_option(None, "--protocol", "-p", help="With --dp-sweep: the evaluation protocol."),
+    setting: Setting = choice_option(None, "--setting", "-s", help="With --dp-sweep: the setting (its gallery form "
+                                      "gets the noise)."),
     epsilons: str = typer.Option("0.1,0.5,1.0", "--epsilons", help="With --dp-sweep: privacy budgets in (0, 1]."),
     delta: float = typer.Option(1e-5, "--delta", help="With --dp-sweep: DP delta in (0, 1)."),
     sensitivity: float = typer.Option(2.0, "--sensitivity", help="With --dp-sweep: L2 sensitivity Delta; 2 bounds "
                                       "unit-norm features, a smaller value voids the DP guarantee."),
     trials: int = typer.Option(None, "--trials", min=1, help="With --dp-sweep, SYSU: galleries drawn (default 10)."),
-    backend: str = typer.Option("faiss", "--backend", help="With --dp-sweep: faiss or torch retrieval (both exact)."),
+    backend: Backend = choice_option("auto", "--backend", help="With --dp-sweep: who computes retrieval (all exact; "
+                                     "as `ppvi eval --backend`)."),
     plot: Path = typer.Option(None, "--plot", help="With --dp-sweep: write utility and leakage vs epsilon to this PNG."),
 ) -> None:
     """Identity leakage (PEPR-Net's "ID %"): train a softmax classifier on part of each test id's features

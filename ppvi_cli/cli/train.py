@@ -8,7 +8,9 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.app import app
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, parse_floats, progress
+from ppvi_cli.cli.choices import Backbone, Format, choice_option
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, given, parse_floats, progress
+from ppvi_cli.errors import PPVIError
 from ppvi_cli.validate import parse_size
 
 train_app = typer.Typer(help="Train models: ReID (`train reid`) and anonymization generators (`train generator`).",
@@ -19,15 +21,21 @@ app.add_typer(train_app, name="train")
 @train_app.command("reid")
 def reid(
     ctx: typer.Context,
-    data: Path = typer.Option(..., "--data", "-d", help="Training dataset root (train split; sysu: train+val)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: last.pt, run.json, train_log.jsonl, summary.json"),
-    fmt_name: str = typer.Option("auto", "--format", "-f", help="Layout: auto, market1501, sysu, regdb or folder."),
+    data: Path = typer.Option(None, "--data", "-d", help="Training dataset root (train split; sysu: train+val); "
+                              "required unless --config gives it."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder: last.pt, run.json, train_log.jsonl, "
+                             "summary.json; required unless --config gives it."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML file (keys: the names under \"params\" in a "
+                                "run.json) or a run's own run.json: its values replace the defaults, and every "
+                                "flag given here replaces its value."),
+    fmt_name: Format = choice_option("auto", "--format", "-f",
+                                     help="Dataset layout (auto: detected from its folders)."),
     anon: Path = typer.Option(None, "--anon", help="Anonymized mirror of --data: hybrid training L(x) + L(anon(x))."),
     recipe: str = typer.Option("agw", "--recipe", help="agw (CE-LS + WRT triplet + center) or pepr (PEPR-Net: "
                                "triplet + De-ID decoder + adversarial identity)."),
     pepr_lambdas: str = typer.Option("1,0.1,0.001", "--pepr-lambdas",
                                      help="pepr: weights of triplet, De-ID and Adv-ID (Eq. 4) [paper: 1,0.1,0.001]."),
-    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50 (AGW), resnet18 or mobilenetv2."),
+    backbone: Backbone = choice_option("resnet50", "--backbone", help="ReID backbone (AGW: resnet50)."),
     pretrained: str = typer.Option("imagenet", "--pretrained", help="imagenet, none, or a torchvision state dict."),
     dual_stream: bool = typer.Option(None, "--dual-stream/--single-stream",
                                      help="Per-modality stems [default: dual for sysu and regdb]."),
@@ -46,15 +54,30 @@ def reid(
     """Train a ReID model (AGW, or PEPR-Net's privacy-enhancing objective with `--recipe pepr`).
 
     Checkpoints every epoch to OUT/last.pt; `--resume` continues a killed run. Under torchrun it trains with DDP.
+    `--config runs/a/run.json --out runs/b` replays run a into b; add flags to vary it.
     """
+    from ppvi_cli.train.config_file import read_config
     from ppvi_cli.train.trainer import TrainConfig, train_reid
 
-    lambdas = tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", "1,0.1,0.001"))
-    config = TrainConfig(data=data, out=out, format=fmt_name, anon=anon, recipe=recipe, pepr_lambdas=lambdas,
-                         backbone=backbone, dual_stream=dual_stream,
-                         pretrained=pretrained, epochs=epochs, p=p, k=k, optimizer=optimizer, lr=lr,
-                         input_size=None if size is None else parse_size(size), augment=augment, seed=effective_seed(ctx, seed),
-                         device=effective_device(ctx, device), workers=workers, resume=resume)
+    # TrainConfig field -> (function parameter, value as the field takes it)
+    flags = {"data": ("data", data), "out": ("out", out), "format": ("fmt_name", fmt_name), "anon": ("anon", anon),
+             "recipe": ("recipe", recipe),
+             "pepr_lambdas": ("pepr_lambdas", tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", "1,0.1,0.001"))),
+             "backbone": ("backbone", backbone), "pretrained": ("pretrained", pretrained),
+             "dual_stream": ("dual_stream", dual_stream), "epochs": ("epochs", epochs), "p": ("p", p), "k": ("k", k),
+             "optimizer": ("optimizer", optimizer), "lr": ("lr", lr),
+             "input_size": ("size", None if size is None else parse_size(size)), "augment": ("augment", augment),
+             "workers": ("workers", workers), "device": ("device", device), "seed": ("seed", seed)}
+    values = read_config(config, TrainConfig, exclude=("resume",)) if config is not None else {}
+    values.update({field: value for field, (name, value) in flags.items() if given(ctx, name)})
+    root = ctx.find_root()
+    for field in ("device", "seed"):  # the global option, when given, beats the file but not the command's own
+        if field not in values or (given(root, field) and not given(ctx, field)):
+            values[field] = effective_device(ctx, None) if field == "device" else effective_seed(ctx, None)
+    missing = [f"--{field}" for field in ("data", "out") if values.get(field) is None]
+    if missing:
+        raise PPVIError(f"{' and '.join(missing)} missing: give them on the command line or in --config")
+    config = TrainConfig(**values, resume=resume)
     with progress(ctx, "train reid") as bar:
         first_step: list[int] = []
 

@@ -117,7 +117,7 @@ def evaluate(
     protocol: str = "market",
     *,
     trials: int | None = None,
-    backend: str = "faiss",
+    backend: str = "auto",
     device: str = "cpu",
     chunk_size: int = 8192,
     query_block: int = 512,
@@ -129,8 +129,9 @@ def evaluate(
     """rank-1/5/10/20, mAP, mINP (percent; mean and population std over trials) of one setting.
 
     Args: features [Q, D] / [G, D] (normalised here), pids/camids [Q] / [G] ints, a registered
-    `protocol`, `trials` (SYSU only; default 10), `backend` faiss|torch, `device` auto|cpu|cuda[:N].
-    Returns a dict with the metrics, "std", "trials", "valid_queries", "backend", "notes"; with
+    `protocol`, `trials` (SYSU only; default 10), `backend` auto|faiss|torch, `device` auto|cpu|cuda[:N].
+    Returns a dict with the metrics, "std", "trials", "valid_queries", "backend" (the one that ran:
+    faiss-cpu, faiss-gpu or torch), "device" (where it ran), "notes"; with
     `per_query`, "per_query" rows (trial, query, pid, camid, positives, first_rank, cmc_rank, AP, INP
     in percent, None when the query has no positive); with `topk`, "ranked" (trial 0): per query the
     gallery rows (of the full gallery), scores and match flags of its top-k kept items.
@@ -164,6 +165,7 @@ def evaluate(
                       "match": (index >= 0) & (gallery_pids[np.maximum(index, 0)] == query_pids[:, None])}
     result = over_trials(per_trial)
     result["backend"] = scorer.name
+    result["device"] = str(scorer.device)
     result["notes"] = notes
     if per_query:
         result["per_query"] = rows

@@ -12,7 +12,7 @@ import numpy as np
 
 from ppvi_cli.errors import PPVIError
 
-BACKENDS = ("faiss", "torch")
+BACKENDS = ("auto", "faiss", "torch")  # auto: `backends.choose_backend`
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -113,20 +113,23 @@ def make_scorer(backend: str = "faiss", device: str = "cpu") -> tuple[Scorer, li
     """The scorer for `--backend` and `--device`, and notes on any fallback taken.
 
     faiss without GPU support (the faiss-cpu wheel) runs on the CPU even for a CUDA device; the
-    note says so and suggests `--backend torch` for the GPU.
+    note says so and suggests `--backend torch` for the GPU. `auto` picks as `choose_backend` says.
     """
     import torch
 
     from ppvi_cli.device import select_device
+    from ppvi_cli.metrics.backends import choose_backend, faiss_notes, load_faiss
 
     if backend not in BACKENDS:
         raise PPVIError(f"unknown --backend {backend!r} (choices: {', '.join(BACKENDS)})")
     dev = select_device(device)
-    if backend == "torch":
-        return TorchScorer(dev), []
-    import faiss
-
     notes = []
+    if backend == "auto":
+        backend, notes = choose_backend(dev)
+    if backend == "torch":
+        return TorchScorer(dev), notes
+    faiss = load_faiss()
+    notes += faiss_notes()
     if dev.type == "cuda" and not (hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
         notes.append("this faiss build has no GPU support: scores computed by faiss on the CPU "
                      "(use --backend torch to score on the GPU)")

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Sequence
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+body { font-family: sans-serif; margin: 2em; color: #222; overflow-wrap: anywhere; }
+@media (max-width: 40em) { body { margin: 0.5em; } }
+.table { overflow-x: auto; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #eee; }
 figure { margin: 0.5em 0 1.5em; }
+img { max-width: 100%; height: auto; }
 figcaption, .small { font-size: 0.85em; color: #555; }
 """
 
@@ -30,7 +33,7 @@ def data_uri(png: str | Path) -> str:
 def html_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def figure(png: str | Path, caption: str) -> str:
@@ -40,7 +43,9 @@ def figure(png: str | Path, caption: str) -> str:
 
 def render_page(title: str, sections: Sequence[tuple[str, str]], footer: Sequence[str]) -> str:
     """The whole page: `sections` are (heading, inner HTML already escaped), `footer` plain lines."""
-    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
+    parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',  # phones: not a zoomed-out page
+             f"<title>{escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"]
     for heading, inner in sections:
         parts.append(f"<section><h2>{escape(heading)}</h2>{inner}</section>")
