@@ -328,6 +328,8 @@ def test_features_eval_and_leak_on_cuda1_match_the_cpu(world, fake_gpu, monkeypa
     assert "pairwise_distance_gpu" in fake_gpu.calls and fake_gpu.created[0] == 0
     backends = [doc["results"]["raw2raw"].pop("backend") for doc in (reference, on_torch, on_faiss)]
     assert backends == ["faiss-cpu", "torch", "faiss-gpu"]
+    devices = [doc["results"]["raw2raw"].pop("device") for doc in (reference, on_torch, on_faiss)]
+    assert devices == ["cpu", "cuda:1", "cuda:1"]
     assert on_torch["results"] == reference["results"] == on_faiss["results"]
 
     leak_gpu = invoke("--device", "cuda:1", "leak", "--features", str(tmp_path / "gpu.npz"), "--epochs", "5")
