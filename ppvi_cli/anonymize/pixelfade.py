@@ -46,6 +46,10 @@ from ppvi_cli.models.dual_stream import modality_tensor
 # The CO's larger step, per kind of data (the authors' code: 0.04 for Market-like, 0.02 for CUHK).
 LARGE_STEP_PRESETS = {"market": 0.04, "cuhk": 0.02}
 WORK_SIZES = ("image", "model")
+# What eps is measured against: "absolute" is the paper's (a mean squared feature difference), "energy"
+# a fraction of each image's own feature energy mean(f^2), the same strength on any model's scale.
+EPS_SCALES = ("absolute", "energy")
+AUTO_EPS = 0.3  # `eps="auto"`: this fraction of each image's feature energy (see the README's operating point)
 _TINY = 1e-12  # guards the gradient normalisation of an image whose gradient is exactly zero
 
 
@@ -103,7 +107,8 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
     `input_size`: the model's (H, W). The model must be in eval mode (BatchNorm would otherwise mix
     the batch). Returns `x_p` `[B, 3, H, W]` (normalised, within each image's own [min, max]) and
     `{"loss": [B] float32, the last step's loss (of the iterate before the last update),
-    "steps_met": [B] int32, the steps whose loss was under eps}`. No host sync inside the loop.
+    "steps_met": [B] int32, the steps whose loss was under eps, "eps": [B] float32, the eps each
+    image was held to (`constraint_eps`)}`. No host sync inside the loop.
     """
     if model.training:
         raise ValueError("pixelfade needs the model in eval mode (BatchNorm in train mode couples the batch)")
@@ -113,6 +118,7 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
     lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
     with torch.no_grad():
         target = _features(model, x, modality, operator, params.amp)
+    eps = constraint_eps(params, target)
     beta = torch.tensor(params.beta, device=x.device)
     large = torch.tensor(params.large_step, device=x.device)
     last_free = params.steps - params.final_steps  # replacement and the small step only before this
@@ -131,11 +137,20 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
         (grad,) = torch.autograd.grad(loss.sum(), x_p)  # images are independent in eval mode
         x_p, loss = x_p.detach(), loss.detach()
         g = g.mul_(params.alpha).add_(grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(_TINY))
-        met = loss < params.eps
+        met = loss < eps
         steps_met += met
         step = torch.where(met, beta, large) if t < last_free else large
         x_p = torch.minimum(torch.maximum(x_p - step.view(-1, 1, 1, 1) * g, lo), hi)
-    return x_p, {"loss": loss, "steps_met": steps_met}
+    return x_p, {"loss": loss, "steps_met": steps_met, "eps": eps}
+
+
+def constraint_eps(params: "PixelFade", target: torch.Tensor) -> torch.Tensor:
+    """Each image's eps `[B]` float32 from its original feature `target` `[B, D]`: `params.eps` itself
+    ("absolute"), or `params.eps` times the image's feature energy mean(f^2) ("energy"), which bounds
+    the relative change |f_p - f|^2 / |f|^2 and with it the angle retrieval ranks by (cos >= sqrt(1 - eps))."""
+    if params.eps_scale == "energy":
+        return params.eps * target.pow(2).mean(dim=1)
+    return torch.full((target.shape[0],), params.eps, device=target.device)
 
 
 def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
@@ -164,7 +179,8 @@ class PixelFade(Method):
     model: str = ""
     steps: int = 100
     masks: int = 5
-    eps: float = 0.03
+    eps: float | str = 0.03
+    eps_scale: str = "absolute"
     alpha: float = 0.6
     beta: float = 0.01
     init_steps: int = 5
@@ -181,11 +197,20 @@ class PixelFade(Method):
                 raise PPVIError(f"pixelfade {flag} must be an integer >= {least}, got {value!r}")
         if self.masks > 255:
             raise PPVIError(f"pixelfade --masks must be <= 255, got {self.masks}")
+        if self.eps == "auto":  # the calibrated constraint, resolved here so the manifest holds its numbers
+            self.eps, self.eps_scale = AUTO_EPS, "energy"
+        if isinstance(self.eps, str):
+            try:
+                self.eps = float(self.eps)
+            except ValueError:
+                raise PPVIError(f"pixelfade --eps must be a number or auto, got {self.eps!r}") from None
         for flag, value in (("--eps", self.eps), ("--beta", self.beta), ("--large-step", self.large_step)):
             if not value >= 0:
                 raise PPVIError(f"pixelfade {flag} must be >= 0, got {value!r}")
         if not 0 <= self.alpha < 1:
             raise PPVIError(f"pixelfade --alpha must be in [0, 1), got {self.alpha!r}")
+        if self.eps_scale not in EPS_SCALES:
+            raise PPVIError(f"pixelfade --eps-scale must be one of {', '.join(EPS_SCALES)}, got {self.eps_scale!r}")
         if self.work_size not in WORK_SIZES:
             raise PPVIError(f"pixelfade --work-size must be one of {', '.join(WORK_SIZES)}, got {self.work_size!r}")
         if self.model:  # one spelling per file, so a resume from another folder compares equal
@@ -249,6 +274,7 @@ class PixelFade(Method):
             stored = to_uint8(pixels)
             stats = self._distances(raw, pixels, stored, modality)
         stats["steps_met"] = run["steps_met"].cpu()
+        stats["eps"] = run["eps"].cpu()
         stored_np = stored.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         float_np = pixels.permute(0, 2, 3, 1).float().contiguous().cpu().numpy()
         return [Protected(stored_np[b], {k: v[b].item() for k, v in stats.items()}, float_np[b])

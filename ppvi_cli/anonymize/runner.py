@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
+from ppvi_cli.anonymize.constraint import constraint_summary
 from ppvi_cli.anonymize.methods import Method
 from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.imageio import ImageReadError, read_image, write_image_atomic, write_text_atomic
@@ -149,14 +150,17 @@ def _work(planned: list[list[Record]], batch_size: int, fixed: bool,
 
 
 def _stats_summary(files: dict) -> dict:
-    """Mean and max of every per-file statistic over the files written (empty for methods without)."""
+    """Mean and max of every per-file statistic over the files written (empty for methods without),
+    and PixelFade's constraint summary (`constraint.constraint_summary`) when the stats carry eps."""
     rows = [v["stats"] for v in files.values() if v.get("status") == "written" and v.get("stats")]
     if not rows:
         return {}
     keys = sorted(set().union(*rows))
     values = {k: np.array([r[k] for r in rows if k in r], dtype=np.float64) for k in keys}
-    return {"files": len(rows), "mean": {k: float(v.mean()) for k, v in values.items()},
-            "max": {k: float(v.max()) for k, v in values.items()}}
+    summary = {"files": len(rows), "mean": {k: float(v.mean()) for k, v in values.items()},
+               "max": {k: float(v.max()) for k, v in values.items()}}
+    constraint = constraint_summary(rows)
+    return summary if constraint is None else {**summary, "constraint": constraint}
 
 
 def anonymize_dataset(

@@ -48,8 +48,12 @@ def anonymize(
                                help="The authorized ReID checkpoint (ppvi train reid) whose features are kept."),
     steps: int = typer.Option(None, "--steps", rich_help_panel=PF, help="Optimisation steps T \\[default: 100]."),
     masks: int = typer.Option(None, "--masks", rich_help_panel=PF, help="Disjoint replacement sets I \\[default: 5]."),
-    eps: float = typer.Option(None, "--eps", rich_help_panel=PF,
-                              help="Feature constraint: mean squared feature difference \\[default: 0.03]."),
+    eps: str = typer.Option(None, "--eps", rich_help_panel=PF,
+                            help="Feature constraint: a mean squared feature difference (the paper: 0.03), or auto "
+                                 "(0.3 of each image's feature energy) \\[default: 0.03]."),
+    eps_scale: str = typer.Option(None, "--eps-scale", rich_help_panel=PF,
+                                  help="What --eps is measured in: absolute, or energy (a fraction of each image's "
+                                       "feature energy mean(f^2)) \\[default: absolute]."),
     alpha: float = typer.Option(None, "--alpha", rich_help_panel=PF, help="Momentum decay \\[default: 0.6]."),
     beta: float = typer.Option(None, "--beta", rich_help_panel=PF,
                                help="Step while the constraint holds, normalised units \\[default: 0.01]."),
@@ -67,6 +71,8 @@ def anonymize(
                                        help="bfloat16 autocast for the optimisation \\[default: off]."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", rich_help_panel=PF,
                                                  help="NHWC memory for the model \\[default: off]."),
+    min_met: float = typer.Option(None, "--min-met", rich_help_panel=PF,
+                                  help="Gate: exit 1 when fewer than this fraction of the files met eps."),
     save_float: bool = typer.Option(False, "--save-float", rich_help_panel=PF,
                                     help="Also write each result as float32 <name>.npy before 8-bit rounding."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
@@ -82,8 +88,13 @@ def anonymize(
     original file names. Unreadable images are listed and make the exit code 1; the rest are still
     processed.
     """
+    from ppvi_cli.anonymize.constraint import check_min_met, min_met_failures
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset, parse_shard
+
+    check_min_met(min_met)
+    if min_met is not None and method != "pixelfade":
+        raise PPVIError(f"--min-met gates PixelFade's feature constraint; --method {method} has none")
 
     if preset is not None:
         from ppvi_cli.anonymize.pixelfade import LARGE_STEP_PRESETS
@@ -93,10 +104,12 @@ def anonymize(
         if large_step is not None:
             raise PPVIError("give --large-step or --preset, not both")
         large_step = LARGE_STEP_PRESETS[preset]
+    if eps == "auto" and eps_scale is not None:
+        raise PPVIError("--eps auto sets its own scale (energy): drop --eps-scale, or give --eps as a number")
     given = {"block": block, "radius": radius, "sigma": sigma, "checkpoint": checkpoint and str(checkpoint),
-             "model": model and str(model), "steps": steps, "masks": masks, "eps": eps, "alpha": alpha,
-             "beta": beta, "large_step": large_step, "init_steps": init_steps, "final_steps": final_steps,
-             "work_size": work_size, "amp": amp, "channels_last": channels_last}
+             "model": model and str(model), "steps": steps, "masks": masks, "eps": eps, "eps_scale": eps_scale,
+             "alpha": alpha, "beta": beta, "large_step": large_step, "init_steps": init_steps,
+             "final_steps": final_steps, "work_size": work_size, "amp": amp, "channels_last": channels_last}
     protector = build_method(method, **method_options(method, given))
     run_seed = effective_seed(ctx, seed)
     with progress(ctx, f"anonymize {method}") as bar:
@@ -104,6 +117,10 @@ def anonymize(
                                     shard=parse_shard(shard), batch_size=batch_size,
                                     device=effective_device(ctx, device), save_float=save_float,
                                     on_progress=bar.advance, on_total=bar.set_total)
+    if min_met is not None:
+        failures = min_met_failures(summary["stats"].get("constraint"), min_met,
+                                    summary["written"] + summary["skipped"])
+        summary["gate"] = {"min_met": min_met, "passed": not failures, "failures": failures}
 
     def human(console):
         table = Table(title=f"anonymize --method {method} -> {summary['output']}")
@@ -118,6 +135,8 @@ def anonymize(
             for key, mean in summary["stats"]["mean"].items():
                 stats.add_row(key, fmt(mean), fmt(summary["stats"]["max"][key]))
             console.print(stats)
+        if summary["stats"].get("constraint"):
+            console.print(constraint_line(summary["stats"]["constraint"]))
         params = ", ".join(f"{k}={v}" for k, v in summary["params"].items())
         console.print(f"params: {params}; seed {summary['seed']}; manifest {summary['manifest']}")
         if summary["model"]:
@@ -129,3 +148,14 @@ def anonymize(
     emit(ctx, summary, human)
     if summary["failed"]:
         raise GateFailed(f"{len(summary['failed'])} image(s) could not be read (listed in {summary['manifest']})")
+    if summary.get("gate", {}).get("failures"):
+        raise GateFailed("; ".join(summary["gate"]["failures"]))
+
+
+def constraint_line(constraint: dict) -> str:
+    """One line: how many files met eps and where their feature distances ended."""
+    eps, spread = constraint["eps"], constraint["distance"]
+    eps_text = fmt(eps["min"]) if eps["min"] == eps["max"] else f"{fmt(eps['min'])}-{fmt(eps['max'])}"
+    quantiles = ", ".join(f"{k} {fmt(spread[k])}" for k in ("min", "p10", "median", "p90", "max") if k in spread)
+    return (f"feature constraint: {constraint['met']} of {constraint['files']} files met eps {eps_text} "
+            f"({constraint['share_met']:.1%}); final feature MSE {quantiles}")
