@@ -20,8 +20,10 @@ QUANTILES = {"min": 0.0, "p10": 0.1, "median": 0.5, "p90": 0.9, "max": 1.0}
 def constraint_summary(rows: list[dict]) -> dict | None:
     """Summarise the per-file stats that carry a constraint (`eps` and `mse_stored`); None when none do.
 
-    Returns `{"files", "met", "share_met", "eps": {"min", "max"}, "distance": {"mean", "min", "p10",
-    "median", "p90", "max"}}`: `met` counts files with `mse_stored < eps` (the algorithm's own test);
+    Returns `{"files", "met", "share_met", "bound", "eps": {"min", "max"}, "distance": {"mean", "min",
+    "p10", "median", "p90", "max"}}`: `met` counts files with `mse_stored < eps` (the algorithm's own
+    test) at the end; `bound` files whose loss was under eps at some step (`steps_met` > 0), i.e. where
+    the constraint took part in the run rather than leaving every step to the constraint operation;
     `distance` is the distribution of `mse_stored` over all of them, met or not.
     """
     rows = [r for r in rows if "eps" in r and "mse_stored" in r]
@@ -32,7 +34,8 @@ def constraint_summary(rows: list[dict]) -> dict | None:
     met = int(np.sum(mse < eps))  # a NaN distance never meets eps
     finite = mse[np.isfinite(mse)]
     spread = {k: float(np.quantile(finite, q)) for k, q in QUANTILES.items()} if finite.size else {}
-    return {"files": len(rows), "met": met, "share_met": met / len(rows),
+    bound = sum(r.get("steps_met", 0) > 0 for r in rows)
+    return {"files": len(rows), "met": met, "share_met": met / len(rows), "bound": bound,
             "eps": {"min": float(eps.min()), "max": float(eps.max())},
             "distance": {"mean": float(finite.mean()) if finite.size else math.nan, **spread}}
 

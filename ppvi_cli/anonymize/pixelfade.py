@@ -49,7 +49,7 @@ WORK_SIZES = ("image", "model")
 # What eps is measured against: "absolute" is the paper's (a mean squared feature difference), "energy"
 # a fraction of each image's own feature energy mean(f^2), the same strength on any model's scale.
 EPS_SCALES = ("absolute", "energy")
-AUTO_EPS = 0.3  # `eps="auto"`: this fraction of each image's feature energy (see the README's operating point)
+AUTO_EPS = 0.7  # `eps="auto"`: this fraction of each image's feature energy (see the README's operating point)
 _TINY = 1e-12  # guards the gradient normalisation of an image whose gradient is exactly zero
 
 
@@ -107,7 +107,7 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
     `input_size`: the model's (H, W). The model must be in eval mode (BatchNorm would otherwise mix
     the batch). Returns `x_p` `[B, 3, H, W]` (normalised, within each image's own [min, max]) and
     `{"loss": [B] float32, the last step's loss (of the iterate before the last update),
-    "steps_met": [B] int32, the steps whose loss was under eps, "eps": [B] float32, the eps each
+    "steps_met": [B] int32, the steps whose loss was under eps, "eps": [B] float64, the eps each
     image was held to (`constraint_eps`)}`. No host sync inside the loop.
     """
     if model.training:
@@ -145,12 +145,13 @@ def pixelfade(model: torch.nn.Module, x: torch.Tensor, modality: torch.Tensor | 
 
 
 def constraint_eps(params: "PixelFade", target: torch.Tensor) -> torch.Tensor:
-    """Each image's eps `[B]` float32 from its original feature `target` `[B, D]`: `params.eps` itself
+    """Each image's eps `[B]` float64 from its original feature `target` `[B, D]`: `params.eps` itself
     ("absolute"), or `params.eps` times the image's feature energy mean(f^2) ("energy"), which bounds
-    the relative change |f_p - f|^2 / |f|^2 and with it the angle retrieval ranks by (cos >= sqrt(1 - eps))."""
+    the relative change |f_p - f|^2 / |f|^2 and with it the angle retrieval ranks by (cos >= sqrt(1 - eps)).
+    Float64 so the manifest records an absolute eps as given (0.03, not its float32 neighbour)."""
     if params.eps_scale == "energy":
-        return params.eps * target.pow(2).mean(dim=1)
-    return torch.full((target.shape[0],), params.eps, device=target.device)
+        return params.eps * target.double().pow(2).mean(dim=1)
+    return torch.full((target.shape[0],), params.eps, dtype=torch.float64, device=target.device)
 
 
 def to_uint8(pixels: torch.Tensor) -> torch.Tensor:

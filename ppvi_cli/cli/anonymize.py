@@ -50,7 +50,7 @@ def anonymize(
     masks: int = typer.Option(None, "--masks", rich_help_panel=PF, help="Disjoint replacement sets I \\[default: 5]."),
     eps: str = typer.Option(None, "--eps", rich_help_panel=PF,
                             help="Feature constraint: a mean squared feature difference (the paper: 0.03), or auto "
-                                 "(0.3 of each image's feature energy) \\[default: 0.03]."),
+                                 "(0.7 of each image's feature energy) \\[default: 0.03]."),
     eps_scale: str = typer.Option(None, "--eps-scale", rich_help_panel=PF,
                                   help="What --eps is measured in: absolute, or energy (a fraction of each image's "
                                        "feature energy mean(f^2)) \\[default: absolute]."),
@@ -158,4 +158,5 @@ def constraint_line(constraint: dict) -> str:
     eps_text = fmt(eps["min"]) if eps["min"] == eps["max"] else f"{fmt(eps['min'])}-{fmt(eps['max'])}"
     quantiles = ", ".join(f"{k} {fmt(spread[k])}" for k in ("min", "p10", "median", "p90", "max") if k in spread)
     return (f"feature constraint: {constraint['met']} of {constraint['files']} files met eps {eps_text} "
-            f"({constraint['share_met']:.1%}); final feature MSE {quantiles}")
+            f"({constraint['share_met']:.1%}), {constraint['bound']} met it during the run; final feature MSE "
+            f"{quantiles}")
