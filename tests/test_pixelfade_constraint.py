@@ -12,6 +12,8 @@ from conftest import run_cli, textured_image
 from ppvi_cli.anonymize.constraint import check_min_met, constraint_summary, min_met_failures
 from ppvi_cli.errors import PPVIError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
+
 
 def test_the_summary_counts_files_under_their_own_eps_and_gives_the_distribution():
     rng = np.random.default_rng(0)

@@ -37,7 +37,7 @@ def constraint_summary(rows: list[dict]) -> dict | None:
     bound = sum(r.get("steps_met", 0) > 0 for r in rows)
     return {"files": len(rows), "met": met, "share_met": met / len(rows), "bound": bound,
             "eps": {"min": float(eps.min()), "max": float(eps.max())},
-            "distance": {"mean": float(finite.mean()) if finite.size else math.nan, **spread}}
+            "distance": {"mean": float(finite.mean()) if finite.size else None, **spread}}
 
 
 def check_min_met(min_met: float | None) -> None:

@@ -20,6 +20,12 @@ the stored file needs no resampling after the optimisation and keeps the raw ima
 (`resize_operator`) whose GPU backward is deterministic. "model" resizes first and optimises and
 stores at the model's input size, as the authors did; it batches images of mixed sizes together.
 
+The constraint (`eps_scale`): "absolute" is the paper's, eps a mean squared BNNeck-feature difference
+(0.03). On ppvi's models the optimisation never gets that close in the paper's budget (README,
+"PixelFade's feature constraint"), so replacement would stop after the warm-up; "energy" holds each
+image to a fraction eps of its own feature energy, which binds on them and means the same on any
+feature scale. `eps="auto"` is that calibrated form at the strength chosen on real pedestrians.
+
 Storage: de-normalised, clipped to [0, 1] and rounded to 8 bits, written as PNG content (the
 runner keeps `.jpg` names so the mirror stays path for path). The manifest gives, per file, the
 feature distance before and after that rounding, measured on exactly the bytes written.
@@ -164,7 +170,8 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 class PixelFade(Method):
     """PixelFade's constants (the paper's defaults) and the authorized model's checkpoint.
 
-    `steps` T, `masks` I, `eps` the feature constraint, `alpha` the momentum decay, `beta` the
+    `steps` T, `masks` I, `eps` the feature constraint (a number, or "auto": `AUTO_EPS` on the
+    energy scale) measured on `eps_scale` (`EPS_SCALES`), `alpha` the momentum decay, `beta` the
     step while the constraint holds, `large_step` the step otherwise and in the last steps
     (`LARGE_STEP_PRESETS`), `init_steps` warm-up steps that always replace (with init_steps >=
     masks every element is replaced once), `final_steps` last steps without replacement.
