@@ -12,7 +12,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from conftest import run_cli, tiny_features
+from conftest import tiny_features
 from ppvi_cli.cli import choices
 from ppvi_cli.cli.app import app
 from ppvi_cli.cli.examples import EXAMPLES, PANELS

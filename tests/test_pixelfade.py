@@ -170,11 +170,13 @@ def test_stored_files_are_lossless_and_the_manifest_has_what_they_give(ckpt, ima
             f_raw, f_stored = (model.extract(normalize(resize(to_tensor(a)[None], SIZE))) for a in (raw, stored))
         stats = manifest["files"][rel]["stats"]
         assert stats["mse_stored"] == pytest.approx(((f_stored - f_raw) ** 2).mean().item(), rel=1e-4, abs=1e-7)
-        assert set(stats) == {"mse_float", "mse_stored", "cosine_stored", "steps_met"}
+        assert set(stats) == {"mse_float", "mse_stored", "cosine_stored", "steps_met", "eps"} and stats["eps"] == 0.03
         floats = np.load(float_copy_path(out / rel))
         assert floats.dtype == np.float32 and floats.shape == stored.shape
         assert np.array_equal(np.round(np.clip(floats, 0, 1) * 255).astype(np.uint8), stored)
     assert manifest["stats"]["files"] == 6 and "mse_stored" in manifest["stats"]["mean"]
+    met = sum(f["stats"]["mse_stored"] < 0.03 for f in manifest["files"].values())
+    assert manifest["stats"]["constraint"]["met"] == met and manifest["stats"]["constraint"]["files"] == 6
 
 
 def files_bytes(root: Path) -> dict:

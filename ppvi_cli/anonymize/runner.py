@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ppvi_cli.anonymize.constraint import constraint_summary
 from ppvi_cli.anonymize.methods import Method
 from ppvi_cli.data.imageio import MAX_PIXELS, ImageReadError, decode_image, encode_image
 from ppvi_cli.data.inputs import collect_inputs
@@ -114,14 +115,17 @@ def _copy(path: Path, fh) -> None:
 
 
 def _stats_summary(files: dict) -> dict:
-    """Mean and max of every per-file statistic over the files done (empty for methods without)."""
+    """Mean and max of every per-file statistic over the files done (empty for methods without),
+    and PixelFade's constraint summary (`constraint.constraint_summary`) when the stats carry eps."""
     rows = [v["stats"] for v in files.values() if v.get("status") in ("written", "skipped") and v.get("stats")]
     if not rows:
         return {}
     keys = sorted(set().union(*rows))
     values = {k: np.array([r[k] for r in rows if k in r], dtype=np.float64) for k in keys}
-    return {"files": len(rows), "mean": {k: float(v.mean()) for k, v in values.items()},
-            "max": {k: float(v.max()) for k, v in values.items()}}
+    summary = {"files": len(rows), "mean": {k: float(v.mean()) for k, v in values.items()},
+               "max": {k: float(v.max()) for k, v in values.items()}}
+    constraint = constraint_summary(rows)
+    return summary if constraint is None else {**summary, "constraint": constraint}
 
 
 def anonymize_dataset(
@@ -333,7 +337,8 @@ def anonymize_torchrun(method: Method, input_root: str | Path, output_root: str 
     if world.main:
         merge_shard_manifests(output_root, world.size)
     all_gather(None, world)  # no rank reports before the merged manifest exists
+    manifest = Path(summary["output"]) / "manifest.json"
     return {**summary, "written": sum(s["written"] for s in summaries), "skipped": sum(s["skipped"] for s in summaries),
             "failed": [f for s in summaries for f in s["failed"]], "repaired": [r for s in summaries for r in s["repaired"]],
             "shard": f"torchrun: {world.size} ranks", "devices": [s["device"] for s in summaries],
-            "manifest": str(Path(summary["output"]) / "manifest.json"), "stats": {}}
+            "manifest": str(manifest), "stats": json.loads(manifest.read_text(encoding="utf-8"))["stats"]}

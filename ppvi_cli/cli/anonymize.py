@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ppvi_cli.cli.app import app
+from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format, Method, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
 from ppvi_cli.data.imageio import MAX_PIXELS
@@ -50,8 +50,12 @@ def anonymize(
                                help="The authorized ReID checkpoint (ppvi train reid) whose features are kept."),
     steps: int = typer.Option(None, "--steps", rich_help_panel=PF, help="Optimisation steps T \\[default: 100]."),
     masks: int = typer.Option(None, "--masks", rich_help_panel=PF, help="Disjoint replacement sets I \\[default: 5]."),
-    eps: float = typer.Option(None, "--eps", rich_help_panel=PF,
-                              help="Feature constraint: mean squared feature difference \\[default: 0.03]."),
+    eps: str = typer.Option(None, "--eps", rich_help_panel=PF,
+                            help="Feature constraint: a mean squared feature difference (the paper: 0.03), or auto "
+                                 "(0.7 of each image's feature energy) \\[default: 0.03]."),
+    eps_scale: str = typer.Option(None, "--eps-scale", rich_help_panel=PF,
+                                  help="What --eps is measured in: absolute, or energy (a fraction of each image's "
+                                       "feature energy mean(f^2)) \\[default: absolute]."),
     alpha: float = typer.Option(None, "--alpha", rich_help_panel=PF, help="Momentum decay \\[default: 0.6]."),
     beta: float = typer.Option(None, "--beta", rich_help_panel=PF,
                                help="Step while the constraint holds, normalised units \\[default: 0.01]."),
@@ -69,6 +73,8 @@ def anonymize(
                                        help="bfloat16 autocast for the optimisation \\[default: off]."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", rich_help_panel=PF,
                                                  help="NHWC memory for the model \\[default: off]."),
+    min_met: float = typer.Option(None, "--min-met", rich_help_panel=PF,
+                                  help="Gate: exit 1 when fewer than this fraction of the files met eps."),
     save_float: bool = typer.Option(False, "--save-float", rich_help_panel=PF,
                                     help="Also write each result as float32 <name>.npy before 8-bit rounding."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
@@ -92,9 +98,14 @@ def anonymize(
     --input is protected (those outside the split files too) or listed with its reason, which makes
     the exit code 1.
     """
+    from ppvi_cli.anonymize.constraint import check_min_met, min_met_failures
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset, anonymize_torchrun, parse_shard
     from ppvi_cli.distributed import process_device, process_group, torchrun_world
+
+    check_min_met(min_met)
+    if min_met is not None and method != "pixelfade":
+        raise PPVIError(f"--min-met gates PixelFade's feature constraint; --method {method} has none")
 
     if preset is not None:
         from ppvi_cli.anonymize.pixelfade import LARGE_STEP_PRESETS
@@ -104,10 +115,12 @@ def anonymize(
         if large_step is not None:
             raise PPVIError("give --large-step or --preset, not both")
         large_step = LARGE_STEP_PRESETS[preset]
+    if eps == "auto" and eps_scale is not None:
+        raise PPVIError("--eps auto sets its own scale (energy): drop --eps-scale, or give --eps as a number")
     given = {"block": block, "radius": radius, "sigma": sigma, "checkpoint": checkpoint and str(checkpoint),
-             "model": model and str(model), "steps": steps, "masks": masks, "eps": eps, "alpha": alpha,
-             "beta": beta, "large_step": large_step, "init_steps": init_steps, "final_steps": final_steps,
-             "work_size": work_size, "amp": amp, "channels_last": channels_last}
+             "model": model and str(model), "steps": steps, "masks": masks, "eps": eps, "eps_scale": eps_scale,
+             "alpha": alpha, "beta": beta, "large_step": large_step, "init_steps": init_steps,
+             "final_steps": final_steps, "work_size": work_size, "amp": amp, "channels_last": channels_last}
     protector = build_method(method, **method_options(method, given))
     world = torchrun_world()
     if world is not None and shard != "0/1":
@@ -121,6 +134,10 @@ def anonymize(
             summary = anonymize_dataset(protector, input_root, output_root, shard=parse_shard(shard), **options)
         else:
             summary = anonymize_torchrun(protector, input_root, output_root, world, **options)
+    if min_met is not None:
+        failures = min_met_failures(summary["stats"].get("constraint"), min_met,
+                                    summary["written"] + summary["skipped"])
+        summary["gate"] = {"min_met": min_met, "passed": not failures, "failures": failures}
 
     def human(console):
         table = Table(title=f"anonymize --method {method} -> {summary['output']}")
@@ -135,6 +152,8 @@ def anonymize(
             for key, mean in summary["stats"]["mean"].items():
                 stats.add_row(key, fmt(mean), fmt(summary["stats"]["max"][key]))
             console.print(stats)
+        if summary["stats"].get("constraint"):
+            console.print(constraint_line(summary["stats"]["constraint"]))
         params = ", ".join(f"{k}={v}" for k, v in summary["params"].items())
         console.print(f"params: {params}; seed {summary['seed']}; manifest {summary['manifest']}")
         if summary["outside_splits"]:
@@ -151,3 +170,15 @@ def anonymize(
         emit(ctx, summary, human)
     if summary["failed"]:
         raise GateFailed(f"{len(summary['failed'])} image(s) could not be protected (listed in {summary['manifest']})")
+    if summary.get("gate", {}).get("failures"):
+        raise GateFailed("; ".join(summary["gate"]["failures"]))
+
+
+def constraint_line(constraint: dict) -> str:
+    """One line: how many files met eps and where their feature distances ended."""
+    eps, spread = constraint["eps"], constraint["distance"]
+    eps_text = fmt(eps["min"]) if eps["min"] == eps["max"] else f"{fmt(eps['min'])}-{fmt(eps['max'])}"
+    quantiles = ", ".join(f"{k} {fmt(spread[k])}" for k in ("min", "p10", "median", "p90", "max") if k in spread)
+    return (f"feature constraint: {constraint['met']} of {constraint['files']} files met eps {eps_text} "
+            f"({constraint['share_met']:.1%}), {constraint['bound']} met it during the run; final feature MSE "
+            f"{quantiles}")

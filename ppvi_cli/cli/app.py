@@ -10,48 +10,14 @@ from __future__ import annotations
 
 import sys
 
-import typer
 from rich.text import Text
 
-from ppvi_cli import __version__
-from ppvi_cli.cli.common import GlobalOptions, stderr
+from ppvi_cli.cli.common import stderr
 from ppvi_cli.cli.examples import present
-from ppvi_cli.device import DEVICE_HELP
+from ppvi_cli.cli.root import app
 from ppvi_cli.errors import INTERNAL_ERROR, GateFailed, PPVIError
 
-app = typer.Typer(
-    name="ppvi",
-    help="Privacy-preserving person re-identification: protect images, attack the protection, measure both sides.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # a privacy tool must not print tensors or people's image paths
-    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, powershell)
-    rich_markup_mode="markdown",  # docstrings reflow as paragraphs
-    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"ppvi {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
-    device: str = typer.Option("auto", "--device", envvar="PPVI_DEVICE", show_envvar=True,
-                               help=f"Compute device: {DEVICE_HELP}. On CUDA ppvi runs deterministic kernels: "
-                               "the same GPU model and software give the same bytes."),
-    seed: int = typer.Option(0, "--seed", envvar="PPVI_SEED", show_envvar=True,
-                             help="Global random seed (a command's own --seed wins)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", envvar="PPVI_QUIET", show_envvar=True,
-                               help="No progress bars on stderr."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    ctx.obj = GlobalOptions(json=json_output, debug=debug, quiet=quiet, device=device, seed=seed)
-
+__all__ = ["app", "main"]
 
 # One module per command group, one name per line.
 COMMAND_MODULES = (

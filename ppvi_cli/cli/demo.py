@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ppvi_cli.cli.app import app
+from ppvi_cli.cli.root import app
 from ppvi_cli.cli.common import effective_seed, emit, fmt, options, stderr
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ppvi_cli.cli.app import app
+from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Format, Protocol, SettingOrAll, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
 from ppvi_cli.cli.features import CACHE_HELP, FORMAT_HELP, TEST_IDS_HELP, TRIAL_HELP, model_features, source_summary

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ppvi_cli.cli.app import app
+from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Protocol, Setting, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress
 from ppvi_cli.errors import PPVIError
