@@ -1,10 +1,13 @@
 """Mosaic over 10,000 Market-size (128x64 JPEG) images, against the floor of decoding and encoding.
 
-    python benchmarks/anonymize_speed.py [--n 10000] [--shards 2]
+    python benchmarks/anonymize_speed.py [--n 10000] [--shards 2] [--repeat 3]
 
 Reference, measured in the same run: a bare PIL loop that decodes and re-encodes every image (what
-any anonymizer must at least do). Target (foundation issue): the whole run under 60 s on 2 cores.
-The last line prints `ratio_to_floor: X` and `budget: Y s of 60 s`.
+any anonymizer must at least do). Targets: the whole run under 60 s on 2 cores (foundation issue);
+one process within 1.5x of the floor (issue 15: ppvi's run folder lists files by hash and fsyncs
+its journal per group, not each file). Each timing is the best of --repeat runs (a fresh output
+folder each), which keeps the ratio steady on a shared machine. The last line prints
+`ratio_to_floor: X` and `budget: Y s of 60 s`.
 """
 
 from __future__ import annotations
@@ -49,26 +52,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=2, help="processes (ppvi anonymize --shard i/n)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per timing; the best is kept")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_images(tmp / "market", args.n)
-        t0 = time.perf_counter()
-        floor_loop(tmp / "market", tmp / "floor")
-        floor = time.perf_counter() - t0
+        floor = single = sharded = float("inf")
+        for attempt in range(args.repeat):
+            t0 = time.perf_counter()
+            floor_loop(tmp / "market", tmp / f"floor{attempt}")
+            floor = min(floor, time.perf_counter() - t0)
 
-        t0 = time.perf_counter()
-        written = run_shard((tmp / "market", tmp / "single", 0, 1))
-        single = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            written = run_shard((tmp / "market", tmp / f"single{attempt}", 0, 1))
+            single = min(single, time.perf_counter() - t0)
 
-        t0 = time.perf_counter()
-        jobs = [(tmp / "market", tmp / "sharded", i, args.shards) for i in range(args.shards)]
-        with mp.get_context("spawn").Pool(args.shards) as pool:
-            sharded_written = sum(pool.map(run_shard, jobs))
-        sharded = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            jobs = [(tmp / "market", tmp / f"sharded{attempt}", i, args.shards) for i in range(args.shards)]
+            with mp.get_context("spawn").Pool(args.shards) as pool:
+                sharded_written = sum(pool.map(run_shard, jobs))
+            sharded = min(sharded, time.perf_counter() - t0)
 
     assert written == sharded_written == args.n
-    print(f"images: {args.n} Market-size 128x64 JPEG")
+    print(f"images: {args.n} Market-size 128x64 JPEG; best of {args.repeat} runs each")
     print(f"reference (bare PIL decode+encode loop, 1 process): {floor:.2f} s")
     print(f"ppvi anonymize --method mosaic, 1 process:            {single:.2f} s ({args.n / single:.0f} img/s)")
     print(f"ppvi anonymize --method mosaic, {args.shards} shards:             {sharded:.2f} s ({args.n / sharded:.0f} img/s)")
