@@ -57,11 +57,11 @@ def attack(
     lambda_l1: float = typer.Option(None, "--lambda-l1", help="gan: weight of L1 beside the adversarial term "
                                     "(default: 100, pix2pix)."),
     lambda_id: float = typer.Option(None, "--lambda-id", help="identity: weight of the feature term (1 - cosine) "
-                                    "beside L1 (default: 1)."),
+                                    "beside L1 (default: 0.1)."),
     refine_steps: int = typer.Option(None, "--refine-steps", min=0, help="identity: test-time Adam steps per image "
-                                     "towards the protected image's authorized feature (default: 10; 0: none)."),
+                                     "towards the protected image's authorized feature (default: 0, none)."),
     refine_lr: float = typer.Option(None, "--refine-lr", help="identity: rate of those steps on [-1, 1] pixels "
-                                    "(default: 0.01)."),
+                                    "(default: 0.002)."),
     linkage_epochs: int = typer.Option(None, "--linkage-epochs", min=1, help="linkage: ReID training epochs "
                                        "(default: 120, AGW's)."),
     linkage_backbone: str = typer.Option(None, "--linkage-backbone", help="linkage: resnet50 (default), resnet18 or "
@@ -90,8 +90,8 @@ def attack(
     gan: pix2pix proper, the UNet against a conditional PatchGAN discriminator, adversarial loss + 100 x L1.
     identity: holds the authorized ReID model (--model: a stolen copy, or the service answering with features
     and gradients); trains with L1 + a term pulling the recovery's authorized features to the original's,
-    then refines each recovery towards the protected image's authorized feature (PixelFade keeps it close
-    to the original's).
+    and with --refine-steps refines each recovery towards the protected image's authorized feature
+    (PixelFade keeps it close to the original's).
     linkage: no authorized model; trains its own ReID model on the public ids' raw and protected images and
     matches protected test images (query) to raw photos of the test ids (gallery); rank-1/mAP/mINP beside
     chance and, with --model, the authorized model's anon2raw (utility by design).
