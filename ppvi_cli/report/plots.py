@@ -11,18 +11,22 @@ state, no display needed).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
 from ppvi_cli.atomic import atomic_open
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-PRIVACY_AXES = {"ssim": ("worst-case recovered SSIM vs original", (0.0, 1.0)),
-                "rank1": ("worst-case linkage rank-1, % (protected -> raw)", (0.0, 100.0))}
+PRIVACY_AXES = {"ssim": ("worst-case recovered SSIM", (0.0, 1.0)),
+                "rank1": ("worst-case linkage rank-1, %", (0.0, 100.0))}
 UTILITY_AXES = {"raw2anon": "raw2anon mAP, %", "anon2anon": "anon2anon mAP, %"}
-# Label offsets tried in order (points, from the marker): near first, then further out.
-OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4) for dx, dy in
-           ((6, 4), (6, -12), (-6, 4), (-6, -12), (0, 8), (0, -16), (10, -4), (-10, -4))]
+# Label positions tried in order (offset in points from the marker, alignment): rings of 12 directions,
+# nearest ring first; a label beyond the first ring gets a thin leader line to its marker.
+OFFSETS = [(r * math.cos(a), r * math.sin(a), "left" if math.cos(a) > 0.3 else "right" if math.cos(a) < -0.3
+            else "center", "bottom" if math.sin(a) > 0.3 else "top" if math.sin(a) < -0.3 else "center")
+           for r in (7, 14, 21, 28, 36, 44) for a in (math.radians(d) for d in (30, -30, 150, -150, 90, -90, 0, 180,
+                                                                                   60, -60, 120, -120))]
 
 
 def fitted_limits(values: Sequence[float], bounds: tuple[float, float], min_span: float) -> tuple[float, float]:
@@ -47,6 +51,7 @@ def _overlap(a, b) -> float:
 def place_labels(ax, points: Sequence[tuple[float, float, str]], renderer) -> list:
     """Annotate each `(x, y, label)` at the first offset whose text box overlaps nothing placed yet, no
     marker and stays inside the axes; returns the text boxes (display pixels) as placed."""
+    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
     frame = ax.get_window_extent(renderer)
@@ -57,9 +62,13 @@ def place_labels(ax, points: Sequence[tuple[float, float, str]], renderer) -> li
     placed = []
     for x, y, label in points:
         best, best_cost = None, None
-        for dx, dy in OFFSETS:
-            text = ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8)
-            box = text.get_window_extent(renderer)
+        for dx, dy, ha, va in OFFSETS:
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.6} if math.hypot(dx, dy) > 10 else None
+            text = ax.annotate(label, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=ha, va=va,
+                               arrowprops=leader)
+            # the text alone (an Annotation's own extent spans its leader line too), with a 2-pixel gap
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer).padded(2)
             outside = (max(0, frame.x0 - box.x0) + max(0, box.x1 - frame.x1) + max(0, frame.y0 - box.y0)
                        + max(0, box.y1 - frame.y1))
             cost = sum(_overlap(box, other) for other in placed + markers) + 100 * outside
