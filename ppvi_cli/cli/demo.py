@@ -22,7 +22,8 @@ def demo(
     Synthesize, protect with every method (mosaic, blur, noise, PixelFade, and the shipped SecureReID
     and PPA generators), measure privacy and chaos, evaluate the shipped weights
     (weights/demo_dual_stream.pt) under the four settings (sysu-all), reverse SecureReID with its
-    recovery generator, attack every protection (l1, gan and identity attackers; bold: the worst case),
+    recovery generator, attack every protection (l1 and gan attackers, PixelFade also identity; bold: the
+    worst case),
     and write the report (--out/report/report.html).
     Re-running reuses what is already in --out.
     """
