@@ -1,7 +1,7 @@
 """Stronger attackers on real pedestrians: does a protection's privacy survive attacks past the papers'?
 
-    python benchmarks/market_attackers.py [--work /tmp/ppvi_market_attackers] [--public-ids 20] [--test-ids 12]
-                                          [--model-size 64x32] [--model-epochs 4] [--pixelfade-steps 25] [--quick]
+    python benchmarks/market_attackers.py [--work /tmp/ppvi_market_attackers] [--public-ids 24] [--test-ids 24]
+                                          [--model-size 64x32] [--model-epochs 20] [--pixelfade-steps 50] [--quick]
 
 Everything runs through the `ppvi` CLI and every stage is resumable (a stage whose JSON exists is skipped):
 1. split: `market_real.py`'s held-out split of the Market-1501 subset (300 train / 201 test ids) as a
@@ -62,15 +62,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ppvi_market_attackers"))
     parser.add_argument("--model", type=Path, default=None, help="an authorized ReID checkpoint (default: train one)")
     parser.add_argument("--model-size", default="64x32")
-    parser.add_argument("--model-epochs", type=int, default=4)
-    parser.add_argument("--public-ids", type=int, default=20)
-    parser.add_argument("--test-ids", type=int, default=12)
+    parser.add_argument("--model-epochs", type=int, default=20)
+    parser.add_argument("--public-ids", type=int, default=24)
+    parser.add_argument("--test-ids", type=int, default=24)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--pixelfade-steps", type=int, default=25)
+    parser.add_argument("--pixelfade-steps", type=int, default=50)
     parser.add_argument("--size", default="64x32", help="the attackers' working size")
-    parser.add_argument("--attack-epochs", type=int, default=8)
+    parser.add_argument("--attack-epochs", type=int, default=15)
     parser.add_argument("--attack-ngf", type=int, default=16)
-    parser.add_argument("--linkage-epochs", type=int, default=5)
+    parser.add_argument("--linkage-epochs", type=int, default=60)
     parser.add_argument("--refine-steps", type=int, default=10, help="identity: test-time refinement steps (the "
                         "JSON keeps the network's scores before them too)")
     parser.add_argument("--device", default="auto")
