@@ -85,20 +85,22 @@ def attack(
     """Attack a protection: every attacker learns on the public ids' (protected, original) pairs and is scored
     on the test ids; privacy is the worst case over the attackers run.
 
-    Attackers (threat models):
     l1: the papers' attacker, a pix2pix UNet trained with L1 to undo the protection.
+
     gan: pix2pix proper, the UNet against a conditional PatchGAN discriminator, adversarial loss + 100 x L1.
+
     identity: holds the authorized ReID model (--model: a stolen copy, or the service answering with features
-    and gradients); trains with L1 + a term pulling the recovery's authorized features to the original's,
-    and with --refine-steps refines each recovery towards the protected image's authorized feature
-    (PixelFade keeps it close to the original's).
+    and gradients); trains with L1 + a term pulling the recovery's authorized features to the original's, and
+    with --refine-steps refines each recovery towards the protected image's authorized feature (PixelFade
+    keeps it close to the original's).
+
     linkage: no authorized model; trains its own ReID model on the public ids' raw and protected images and
     matches protected test images (query) to raw photos of the test ids (gallery); rank-1/mAP/mINP beside
     chance and, with --model, the authorized model's anon2raw (utility by design).
 
     Recovery scores: SSIM and PSNR vs the originals, of the recovered and of the protected images (lower =
     more private), means per modality at the working size on 8-bit pixels; recovered images mirror the raw
-    paths under OUT/<attacker>/recovered (PNG content). Checkpoints are written every epoch; --resume ends
+    paths under OUT/ATTACKER/recovered (PNG content). Checkpoints are written every epoch; --resume ends
     with the weights of an uninterrupted run. The gates apply to every modality's worst case: exit 1 when
     one is above its limit.
     """
