@@ -1,4 +1,4 @@
-"""The recovery attack on a tiny synthetic set: it learns, beats blur, resumes exactly, gates."""
+"""The papers' recovery attack (l1) on a tiny synthetic set: it learns, beats blur, resumes exactly, gates."""
 
 import json
 import os
@@ -49,14 +49,17 @@ def trained(blurred):
 
 def test_loss_goes_down_and_recovery_beats_the_blurred_images(trained):
     _, summary = trained
-    losses = [h["l1"] for h in summary["history"]]
+    assert list(summary["attackers"]) == ["l1"]  # the default: the papers' attacker
+    section = summary["attackers"]["l1"]
+    losses = [h["l1"] for h in section["history"]]
     assert len(losses) == 12 and losses[-1] < 0.7 * losses[0]
     assert sum(b < a for a, b in zip(losses, losses[1:])) >= 9  # mostly monotone
-    overall = summary["overall"]
+    overall = section["overall"]
+    assert summary["overall"] == overall and summary["mean"] == section["mean"]  # one attacker: it is the worst case
     # blur radius 12 on 64x32 leaves a smear; the attacker restores the scene's layout and colours
     assert overall["ssim"] > overall["protected_ssim"] + 0.02
     assert overall["psnr"] > overall["protected_psnr"] + 0.2
-    assert set(summary["mean"]) == {"visible", "infrared"}
+    assert set(summary["mean"]) == {"visible", "infrared"} and summary["worst_by"]["all"] == {"ssim": "l1", "psnr": "l1"}
     assert summary["method"] == "blur" and summary["method_params"] == {"radius": 12.0}
     assert summary["run"]["seed"] == 0 and "torch" in summary["run"]["versions"]
     assert summary["arch"] == "auto (num_downs 5)" and summary["gate"]["passed"]
@@ -66,10 +69,12 @@ def test_recovered_files_mirror_the_test_split_and_scores_match_skimage(trained,
     config, summary = trained
     public, test, _, _ = attack_splits(config.raw, "auto", 0, 0.5)
     assert {r.pid for r in public}.isdisjoint({r.pid for r in test})
-    recovered = Path(summary["outputs"]["recovered"])
+    section = summary["attackers"]["l1"]
+    recovered = Path(section["outputs"]["recovered"])
+    assert recovered == config.out.resolve() / "l1" / "recovered"
     stored = sorted(p.relative_to(recovered).as_posix() for p in recovered.rglob("*.jpg"))
-    assert stored == sorted(r.relpath for r in test) == sorted(r["path"] for r in summary["images"])
-    rows = {r["path"]: r for r in summary["images"]}
+    assert stored == sorted(r.relpath for r in test) == sorted(r["path"] for r in section["images"])
+    rows = {r["path"]: r for r in section["images"]}
     for rec in test[::7]:
         with Image.open(recovered / rec.relpath) as im:
             assert im.format == "PNG" and im.size == (SIZE[1], SIZE[0]) and im.mode == "RGB"
@@ -81,8 +86,8 @@ def test_recovered_files_mirror_the_test_split_and_scores_match_skimage(trained,
         assert row["psnr"] == pytest.approx(peak_signal_noise_ratio(original, pixels, data_range=255), abs=1e-9)
         assert row["protected_ssim"] == pytest.approx(
             structural_similarity(original, protected, data_range=255, channel_axis=-1), abs=1e-9)
-    for modality, mean in summary["mean"].items():
-        mine = [r["ssim"] for r in summary["images"] if r["modality"] == modality]
+    for modality, mean in section["mean"].items():
+        mine = [r["ssim"] for r in section["images"] if r["modality"] == modality]
         assert mean["ssim"] == pytest.approx(np.mean(mine))
     with Image.open(summary["outputs"]["grid"]) as grid:
         grid.load()
@@ -91,8 +96,8 @@ def test_recovered_files_mirror_the_test_split_and_scores_match_skimage(trained,
     assert saved["overall"] == summary["overall"]
 
 
-def _weights(out: Path) -> dict:
-    return torch.load(out / "attack_last.pt", weights_only=True)
+def _weights(out: Path, attacker: str = "l1") -> dict:
+    return torch.load(out / attacker / "attack_last.pt", weights_only=True)
 
 
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(blurred, tmp_path):
@@ -103,9 +108,10 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(blurred, tmp_
     resumed = run_attack(AttackConfig(out=tmp_path / "parts", epochs=2, resume=True, **base))
     whole, parts = _weights(tmp_path / "whole"), _weights(tmp_path / "parts")
     assert parts["epoch"] == whole["epoch"] == 2 and parts["sha256"] == whole["sha256"]
-    for key, value in whole["state_dict"].items():
-        assert torch.equal(value, parts["state_dict"][key]), key
-    assert [h["l1"] for h in resumed["history"]] == [h["l1"] for h in whole["history"]]
+    for key, value in whole["nets"]["recovery"]["state_dict"].items():
+        assert torch.equal(value, parts["nets"]["recovery"]["state_dict"][key]), key
+    history = json.loads((tmp_path / "whole" / "attack.json").read_text())["attackers"]["l1"]["history"]
+    assert [h["l1"] for h in resumed["attackers"]["l1"]["history"]] == [h["l1"] for h in history]
     with pytest.raises(PPVIError, match="lr="):
         run_attack(AttackConfig(out=tmp_path / "parts", epochs=2, resume=True, **{**base, "lr": 2e-4}))
     with pytest.raises(PPVIError, match="--resume"):
@@ -119,6 +125,7 @@ def test_gate_exits_1_through_the_cli_and_prints_the_json_first(trained):
     failed = run_cli("--quiet", "--json", *common, "--max-ssim", "0.01", "--max-psnr", "60")
     assert failed.returncode == 1, failed.stderr
     assert "gate failed" in failed.stderr and "mean ssim" in failed.stderr and "mean psnr" not in failed.stderr
+    assert "(l1)" in failed.stderr  # the failure names the attacker that reached the figure
     doc = json.loads(failed.stdout)  # the JSON is printed before the gate exits
     assert doc["gate"]["failures"] and doc["overall"] == summary["overall"]  # resumed at the end: same model
     with pytest.raises(GateFailed):
@@ -178,4 +185,4 @@ def test_attack_gate_example_passes_with_a_loose_threshold(blurred, tmp_path):
     assert passed.returncode == 0, passed.stderr
     assert "attack gate passed (blur)" in passed.stdout
     doc = json.loads((tmp_path / "attack.json").read_text())
-    assert doc["method"] == "blur" and doc["gate"]["passed"] and len(doc["history"]) == 1
+    assert doc["method"] == "blur" and doc["gate"]["passed"] and len(doc["attackers"]["l1"]["history"]) == 1

@@ -11,6 +11,8 @@ from PIL import Image
 
 from conftest import run_cli
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.report.attacks import ATTACKER_COLUMNS, attacker_cells
+from ppvi_cli.report.plots import fitted_limits, place_labels
 from ppvi_cli.report.tables import COLUMNS, load_run, make_report, table_cells
 
 
@@ -72,8 +74,8 @@ def runs(tmp_path_factory):
     (blur_dir / "eval.json").write_text(json.dumps(evaluation))
     (blur_dir / "privacy.json").write_text(json.dumps(privacy_report(raw, root / "blur", "sysu")))
     (blur_dir / "chaos.json").write_text(json.dumps(chaos_report(root / "blur", "sysu")))
-    run_attack(AttackConfig(raw=raw, anon=root / "blur", out=blur_dir, epochs=1, ngf=4, size=(64, 32), batch_size=4,
-                            device="cpu"))
+    run_attack(AttackConfig(raw=raw, anon=root / "blur", out=blur_dir, attackers=("l1", "gan"), epochs=1, ngf=4,
+                            size=(64, 32), batch_size=4, device="cpu"))
     (mosaic_dir / "run.json").write_text(json.dumps({"anon": str(root / "mosaic"), "raw": str(raw)}))
     (mosaic_dir / "privacy.json").write_text(json.dumps(privacy_report(raw, root / "mosaic", "sysu")))
     (eval_dir / "run.json").write_text(json.dumps({"method": "pixelfade", "dataset": "market"}))
@@ -94,9 +96,15 @@ def test_rows_hold_the_numbers_of_the_run_documents(runs):
     chaos = json.loads((dirs[0] / "chaos.json").read_text())
     assert blur["chaos"]["overall"] == pytest.approx(np.mean([r["ad"] for r in chaos["images"]]))
     attack = json.loads((dirs[0] / "attack.json").read_text())
-    assert blur["attack"]["overall"]["ssim"] == attack["overall"]["ssim"] and blur["missing"] == ["run.json"]
+    worst = max(attack["attackers"][a]["overall"]["ssim"] for a in ("l1", "gan"))
+    assert blur["attack"]["overall"]["ssim"] == worst and blur["missing"] == ["run.json"]
+    cells = dict(zip(COLUMNS, table_cells(blur)))
+    assert cells["worst recovered SSIM"] == f"{worst:.3f}" and cells["worst linkage R1"] == "-"
+    lines = attacker_cells(blur)
+    assert [line[1] for line in lines] == ["l1", "gan"]
+    assert lines[1][2] == f"{attack['attackers']['gan']['overall']['ssim']:.3f}"
     cells = dict(zip(COLUMNS, table_cells(mosaic)))
-    assert cells["anon2anon R1/mAP/mINP"] == cells["AD"] == cells["recovered SSIM"] == "-"
+    assert cells["anon2anon R1/mAP/mINP"] == cells["AD"] == cells["worst recovered SSIM"] == "-"
     assert cells["SSIM"] == f"{mosaic['privacy']['overall']['ssim']:.3f}"
     r1, m_ap, m_inp = table_cells(blur)[COLUMNS.index("anon2anon R1/mAP/mINP")].split("/")
     assert float(m_ap) == pytest.approx(evaluation["anon2anon"]["mAP"], abs=0.05)
@@ -119,14 +127,16 @@ def test_report_writes_json_png_and_a_self_contained_html(runs, tmp_path):
         assert str(tmp_path) not in text  # no absolute local path: the report may be mailed
     page = _Page()
     page.feed(html_text)
+    assert [r[:2] for r in page.rows if len(r) == len(ATTACKER_COLUMNS)][1:] == [["blur", "l1"], ["blur", "gan"]]
     assert page.links == [] and len(page.images) == 2  # the synthvi grid and the scatter plot
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
             im.load()
     rows = {r[0]: r for r in page.rows if len(r) == len(COLUMNS)}  # the main tables, not the per-modality ones
-    assert rows["mosaic"][1:5] == ["-"] * 4 and rows["pixelfade"][-5:] == ["-"] * 5
-    assert rows["blur"][COLUMNS.index("recovered SSIM")] == f"{doc['datasets']['synthvi']['rows'][0]['attack']['overall']['ssim']:.3f}"
+    assert rows["mosaic"][1:5] == ["-"] * 4 and rows["pixelfade"][-6:] == ["-"] * 6
+    assert rows["blur"][COLUMNS.index("worst recovered SSIM")] == \
+        f"{doc['datasets']['synthvi']['rows'][0]['attack']['overall']['ssim']:.3f}"
 
 
 def test_cli_prints_json_and_refuses_bad_run_dirs(runs, tmp_path):
@@ -144,3 +154,27 @@ def test_cli_prints_json_and_refuses_bad_run_dirs(runs, tmp_path):
     (tmp_path / "bad" / "eval.json").write_text(json.dumps({"protocol": "market"}))
     with pytest.raises(PPVIError, match="no 'results' object"):
         load_run(tmp_path / "bad")
+
+
+def test_plot_labels_do_not_overlap_and_axes_fit_the_points():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    assert fitted_limits([0.30, 0.34], (0.0, 1.0), 0.05) == pytest.approx((0.289, 0.351))  # 0.05 span, 12% pad
+    assert fitted_limits([0.0, 0.5], (0.0, 1.0), 0.05) == pytest.approx((0.0, 0.62))  # shifted inside the bounds
+    fig = Figure(figsize=(6.4, 4.8), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    # six methods crowded into a corner, as mosaic/blur/noise often are
+    points = [(0.30 + 0.004 * i, 10.0 + 0.3 * i, name) for i, name in
+              enumerate(("mosaic", "blur", "noise", "pixelfade", "securereid", "ppa"))]
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    ax.set_xlim(*fitted_limits([p[0] for p in points], (0.0, 1.0), 0.05))
+    ax.set_ylim(*fitted_limits([p[1] for p in points], (0.0, 100.0), 5.0))
+    boxes = place_labels(ax, points, canvas.get_renderer())
+    assert len(boxes) == 6 and len(ax.texts) == 6
+    frame = ax.get_window_extent(canvas.get_renderer())
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)

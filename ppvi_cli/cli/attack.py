@@ -1,4 +1,4 @@
-"""`ppvi attack`: the recovery attack on a protected dataset, with a CI gate."""
+"""`ppvi attack`: attackers on a protected dataset (recovery and linkage), the worst case, a CI gate."""
 
 from __future__ import annotations
 
@@ -33,53 +33,95 @@ class _StageBars:
 @app.command("attack")
 def attack(
     ctx: typer.Context,
-    raw: Path = typer.Option(..., "--raw", help="Raw dataset: its train ids are the attacker's public pairs, "
-                             "its test ids are recovered."),
+    raw: Path = typer.Option(..., "--raw", help="Raw dataset: its train ids are the attackers' public set, "
+                             "its test ids are attacked."),
     anon: Path = typer.Option(..., "--anon", help="Its protected mirror (same relative paths)."),
     fmt_name: str = typer.Option("auto", "--format", "-f", help="Layout: auto, market1501, sysu, regdb or folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: recovered/, attack_grid.png, attack_last.pt, "
-                             "attack.json."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs over the public pairs (default: 100, the "
-                               "authors')."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: attack.json, attack_grid.png and one sub-folder "
+                             "per attacker (recovered/ and attack_last.pt; linkage/reid/)."),
+    attackers: list[str] = typer.Option(None, "--attacker", "-a", help="l1 (default), gan, identity, linkage; "
+                                        "repeat the option or give a comma list."),
+    model: Path = typer.Option(None, "--model", help="The authorized ReID checkpoint: the identity attacker holds it; "
+                               "the linkage attacker reports its anon2raw beside its own figures."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs of the recovery attackers over the public "
+                               "pairs (default: 100, the authors')."),
     arch: str = typer.Option(None, "--arch", help="auto (the deepest UNet the size allows, up to unet128), unet32, "
                              "unet64, unet128 or unet256 (default: auto)."),
-    ngf: int = typer.Option(None, "--ngf", min=1, help="UNet base width (default: 64, as pix2pix)."),
+    ngf: int = typer.Option(None, "--ngf", min=1, help="UNet (and gan discriminator) base width (default: 64, as "
+                            "pix2pix)."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Pairs per training step (default: 16)."),
     size: str = typer.Option(None, "--size", help="Working size HEIGHTxWIDTH for training and measuring "
                              "(default: 256x128)."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-3, the authors')."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate of the recovery attackers (default: 1e-3, the "
+                             "authors')."),
+    lambda_l1: float = typer.Option(None, "--lambda-l1", help="gan: weight of L1 beside the adversarial term "
+                                    "(default: 100, pix2pix)."),
+    lambda_id: float = typer.Option(None, "--lambda-id", help="identity: weight of the feature term (1 - cosine) "
+                                    "beside L1 (default: 0.1)."),
+    refine_steps: int = typer.Option(None, "--refine-steps", min=0, help="identity: test-time Adam steps per image "
+                                     "towards the protected image's authorized feature (default: 0, none)."),
+    refine_lr: float = typer.Option(None, "--refine-lr", help="identity: rate of those steps on [-1, 1] pixels "
+                                    "(default: 0.002)."),
+    linkage_epochs: int = typer.Option(None, "--linkage-epochs", min=1, help="linkage: ReID training epochs "
+                                       "(default: 120, AGW's)."),
+    linkage_backbone: str = typer.Option(None, "--linkage-backbone", help="linkage: resnet50 (default), resnet18 or "
+                                         "mobilenetv2."),
+    linkage_pretrained: str = typer.Option(None, "--linkage-pretrained", help="linkage: imagenet (default; "
+                                           "torchvision's weights), none, or a torchvision state-dict file."),
+    linkage_p: int = typer.Option(None, "--linkage-p", min=2, help="linkage: ids per PK batch (default: 8)."),
+    linkage_k: int = typer.Option(None, "--linkage-k", min=1, help="linkage: images per id (default: 4)."),
     workers: int = typer.Option(None, "--workers", min=0, help="Image-decoding processes in training (default: 0)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue OUT/attack_last.pt if there is one (same settings; "
-                                "--epochs may grow); start afresh otherwise."),
-    max_ssim: float = typer.Option(None, "--max-ssim", help="Gate: exit 1 if a modality's mean recovered SSIM "
+    resume: bool = typer.Option(False, "--resume", help="Continue each attacker's checkpoint if there is one (same "
+                                "settings; --epochs may grow); start afresh otherwise."),
+    max_ssim: float = typer.Option(None, "--max-ssim", help="Gate: exit 1 if a modality's worst-case recovered SSIM "
                                    "exceeds this."),
-    max_psnr: float = typer.Option(None, "--max-psnr", help="Gate: exit 1 if a modality's mean recovered PSNR (dB) "
-                                   "exceeds this."),
+    max_psnr: float = typer.Option(None, "--max-psnr", help="Gate: exit 1 if a modality's worst-case recovered PSNR "
+                                   "(dB) exceeds this."),
+    max_rank1: float = typer.Option(None, "--max-rank1", help="Gate: exit 1 if the linkage rank-1 (percent) of a "
+                                    "query modality exceeds this."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
     seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
 ) -> None:
-    """Train a recovery network (pix2pix UNet, L1) on (protected, original) train pairs; recover the test split.
+    """Attack a protection: every attacker learns on the public ids' (protected, original) pairs and is scored
+    on the test ids; privacy is the worst case over the attackers run.
 
-    Scores: SSIM and PSNR vs the originals, of the recovered and of the protected images (lower = more private).
-    They are means per modality, at the working size, on 8-bit pixels.
-    Recovered images mirror the raw paths under OUT/recovered (PNG content).
-    A checkpoint is written every epoch; --resume ends with the weights of an uninterrupted run.
-    The gates apply to every modality's mean: exit 1 when one is above its limit.
+    l1: the papers' attacker, a pix2pix UNet trained with L1 to undo the protection.
+
+    gan: pix2pix proper, the UNet against a conditional PatchGAN discriminator, adversarial loss + 100 x L1.
+
+    identity: holds the authorized ReID model (--model: a stolen copy, or the service answering with features
+    and gradients); trains with L1 + a term pulling the recovery's authorized features to the original's, and
+    with --refine-steps refines each recovery towards the protected image's authorized feature (PixelFade
+    keeps it close to the original's).
+
+    linkage: no authorized model; trains its own ReID model on the public ids' raw and protected images and
+    matches protected test images (query) to raw photos of the test ids (gallery); rank-1/mAP/mINP beside
+    chance and, with --model, the authorized model's anon2raw (utility by design).
+
+    Recovery scores: SSIM and PSNR vs the originals, of the recovered and of the protected images (lower =
+    more private), means per modality at the working size on 8-bit pixels; recovered images mirror the raw
+    paths under OUT/ATTACKER/recovered (PNG content). Checkpoints are written every epoch; --resume ends
+    with the weights of an uninterrupted run. The gates apply to every modality's worst case: exit 1 when
+    one is above its limit.
     """
-    from ppvi_cli.train.attack import AttackConfig, check_gate, run_attack
+    from ppvi_cli.train.attack import AttackConfig, check_gate, parse_attackers, run_attack
     from ppvi_cli.validate import parse_size
 
     given = {"epochs": epochs, "arch": arch, "ngf": ngf, "batch_size": batch_size, "lr": lr, "workers": workers,
-             "size": parse_size(size) if size is not None else None}
-    config = AttackConfig(raw=raw, anon=anon, out=out, format=fmt_name, device=effective_device(ctx, device),
-                          seed=effective_seed(ctx, seed), resume=resume, max_ssim=max_ssim, max_psnr=max_psnr,
+             "size": parse_size(size) if size is not None else None, "lambda_l1": lambda_l1, "lambda_id": lambda_id,
+             "refine_steps": refine_steps, "refine_lr": refine_lr, "linkage_epochs": linkage_epochs,
+             "linkage_backbone": linkage_backbone, "linkage_pretrained": linkage_pretrained,
+             "linkage_p": linkage_p, "linkage_k": linkage_k}
+    config = AttackConfig(raw=raw, anon=anon, out=out, format=fmt_name, attackers=parse_attackers(attackers),
+                          model=model, device=effective_device(ctx, device), seed=effective_seed(ctx, seed),
+                          resume=resume, max_ssim=max_ssim, max_psnr=max_psnr, max_rank1=max_rank1,
                           **{k: v for k, v in given.items() if v is not None})
     bars = _StageBars(ctx)
     try:
         summary = run_attack(config, on_progress=bars)
     finally:
         bars.close()
-    emit(ctx, summary, lambda console: _table(console, summary))
+    emit(ctx, summary, lambda console: _tables(console, summary))
     check_gate(summary)
 
 
@@ -87,22 +129,59 @@ def _db(value) -> str:
     return "inf" if value is None else fmt(value, 2)  # JSON null: identical images
 
 
-def _table(console, summary: dict) -> None:
+def _pct(value) -> str:
+    return "-" if value is None else fmt(value, 1)
+
+
+def _tables(console, summary: dict) -> None:
     method = summary.get("method") or "?"
-    table = Table(title=f"recovery attack on {method} ({summary['anon']})")
-    for col in ("modality", "images", "recovered SSIM", "recovered PSNR", "protected SSIM", "protected PSNR"):
-        table.add_column(col, justify="left" if col == "modality" else "right")
-    counts = {}
-    for row in summary["images"]:
-        counts[row["modality"]] = counts.get(row["modality"], 0) + 1
-    for name, mean in [*summary["mean"].items(), ("all", summary["overall"])]:
-        table.add_row(name, str(counts.get(name, len(summary["images"]))), fmt(mean["ssim"]), _db(mean["psnr"]),
-                      fmt(mean["protected_ssim"]), _db(mean["protected_psnr"]))
-    console.print(table)
-    history = summary["history"]
-    if history:
-        console.print(f"L1 loss (on [-1, 1] pixels): epoch 1 {history[0]['l1']:.4f} -> epoch {history[-1]['epoch']} "
-                      f"{history[-1]['l1']:.4f}")
+    sections = summary["attackers"]
+    recovery = {n: s for n, s in sections.items() if s["kind"] == "recovery"}
+    if recovery:
+        table = Table(title=f"recovery attackers on {method} ({summary['anon']})")
+        for col in ("attacker", "modality", "images", "recovered SSIM", "recovered PSNR", "protected SSIM",
+                    "protected PSNR"):
+            table.add_column(col, justify="left" if col in ("attacker", "modality") else "right")
+        for name, section in recovery.items():
+            counts = {}
+            for row in section["images"]:
+                counts[row["modality"]] = counts.get(row["modality"], 0) + 1
+            for modality, mean in [*section["mean"].items(), ("all", section["overall"])]:
+                table.add_row(name, modality, str(counts.get(modality, len(section["images"]))), fmt(mean["ssim"]),
+                              _db(mean["psnr"]), fmt(mean["protected_ssim"]), _db(mean["protected_psnr"]))
+        console.print(table)
+        for name, section in recovery.items():
+            history = section["history"]
+            if history:
+                terms = ", ".join(f"{k} {history[0][k]:.4f} -> {history[-1][k]:.4f}"
+                                  for k in history[0] if k != "epoch")
+                console.print(f"{name}: epochs 1 -> {history[-1]['epoch']}: {terms} (l1 on [-1, 1] pixels)")
+            if "refine" in section:
+                overall = section["overall"]
+                console.print(f"{name}: before its {section['refine']['steps']} refinement steps SSIM "
+                              f"{fmt(overall['network_ssim'])}, PSNR {_db(overall['network_psnr'])}")
+    link = sections.get("linkage")
+    if link:
+        table = Table(title=f"linkage attacker on {method}: protected query -> raw gallery ({link['protocol']}), %")
+        for col in ("query modality", "queries", "rank-1", "mAP", "mINP", "chance rank-1 / mAP",
+                    "authorized anon2raw rank-1 / mAP"):
+            table.add_column(col, justify="left" if col == "query modality" else "right")
+        for modality, figures in link["mean"].items():
+            chance, auth = link["chance"]["mean"][modality], (link["authorized"] or {}).get("mean", {}).get(modality)
+            table.add_row(modality, str(figures["valid_queries"]), _pct(figures["rank1"]), _pct(figures["mAP"]),
+                          _pct(figures["mINP"]), f"{_pct(chance['rank1'])} / {_pct(chance['mAP'])}",
+                          f"{_pct(auth['rank1'])} / {_pct(auth['mAP'])}" if auth else "-")
+        console.print(table)
+        console.print(f"linkage: {link['model']['backbone']} ({link['model']['pretrained']}), "
+                      f"{link['model']['epochs']} epochs on the public ids' raw + protected images; {link['split']}")
+    worst = Table(title="worst case over the attackers (the privacy; the gates apply to it)")
+    for col in ("modality", "recovered SSIM", "recovered PSNR", "linkage rank-1 %"):
+        worst.add_column(col, justify="left" if col == "modality" else "right")
+    by = summary["worst_by"]
+    for modality, mean in [*summary["mean"].items(), ("all", summary["overall"])]:
+        cell = lambda key, show: f"{show(mean[key])} ({by[modality][key]})" if key in mean else "-"  # noqa: E731
+        worst.add_row(modality, cell("ssim", fmt), cell("psnr", _db), cell("rank1", _pct))
+    console.print(worst)
     run = summary["run"]
     params = run["params"]
     console.print(f"public {summary['public']['images']} pairs ({summary['public']['ids']} ids), test "
@@ -112,6 +191,7 @@ def _table(console, summary: dict) -> None:
     for note in summary["notes"]:
         console.print(f"note: {note}")
     for kind, path in summary["outputs"].items():
-        console.print(f"{kind}: {path}")
+        if path:
+            console.print(f"{kind}: {path}")
     for failure in summary["gate"]["failures"]:
         console.print(f"[red]gate[/red] {failure}", markup=True)

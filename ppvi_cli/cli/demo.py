@@ -22,7 +22,9 @@ def demo(
     Synthesize, protect with every method (mosaic, blur, noise, PixelFade, and the shipped SecureReID
     and PPA generators), measure privacy and chaos, evaluate the shipped weights
     (weights/demo_dual_stream.pt) under the four settings (sysu-all), reverse SecureReID with its
-    recovery generator, attack every protection, and write the report (--out/report/report.html).
+    recovery generator, attack every protection (l1 and gan attackers, PixelFade also identity; bold: the
+    worst case),
+    and write the report (--out/report/report.html).
     Re-running reuses what is already in --out.
     """
     from ppvi_cli.demo import DemoConfig, run_demo
@@ -52,16 +54,21 @@ def demo(
         utility.add_column("method")
         for setting in ("raw2raw", "raw2anon", "anon2raw", "anon2anon"):
             utility.add_column(setting, justify="right")
-        attack = Table(title="recovery attack: SSIM / PSNR of recovered vs raw (protected vs raw in brackets)")
-        for col in ("method", "modality", "recovered SSIM", "recovered PSNR", "protected SSIM", "protected PSNR"):
-            attack.add_column(col, justify="left" if col in ("method", "modality") else "right")
+        attack = Table(title="recovery attackers: SSIM / PSNR of recovered vs raw (the worst case is the privacy)")
+        for col in ("method", "modality", "attacker", "recovered SSIM", "recovered PSNR", "protected SSIM",
+                    "protected PSNR"):
+            attack.add_column(col, justify="left" if col in ("method", "modality", "attacker") else "right")
         for name, res in methods.items():
             if "eval" in res:
                 utility.add_row(name, *(f"{r['rank1']:.1f} / {r['mAP']:.1f} / {r['mINP']:.1f}"
                                         for r in res["eval"].values()))
-            for modality, m in res.get("attack", {}).items():
-                attack.add_row(name, modality, fmt(m["ssim"]), fmt(m["psnr"], 2), fmt(m["protected_ssim"]),
-                               fmt(m["protected_psnr"], 2))
+            for modality, worst in res.get("attack_worst", {}).items():
+                for attacker, means in res["attack"].items():
+                    m = means[modality]
+                    mark = lambda key, text: f"[bold]{text}[/bold]" if m[key] == worst[key] else text  # noqa: E731
+                    attack.add_row(name, modality, attacker, mark("ssim", fmt(m["ssim"])),
+                                   mark("psnr", fmt(m["psnr"], 2)), fmt(m["protected_ssim"]),
+                                   fmt(m["protected_psnr"], 2))
         console.print(utility)
         console.print(attack)
         for name, res in methods.items():

@@ -30,12 +30,13 @@ def report(
     run.json: {"method", "dataset", "anon": path, "raw": path};
     eval.json: the output of `ppvi --json eval ... --setting all`;
     privacy.json: `ppvi --json privacy`; chaos.json: `ppvi --json chaos`;
-    attack.json: written by `ppvi attack --out RUN_DIR`.
+    attack.json: written by `ppvi attack --out RUN_DIR` (every attacker and the worst case over them).
     Method and dataset come from run.json, else the anonymized folder's manifest.json and the raw folder's name.
     The HTML page is self-contained (images inlined): fit to mail or archive; paths in it and in
     report.json are relative to --out. --out is a run folder owned by its RUN_DIRs: a report from
     other RUN_DIRs into it is refused unless --overwrite.
     """
+    from ppvi_cli.report.attacks import ATTACKER_COLUMNS, attacker_cells
     from ppvi_cli.report.tables import PRIVACY_COLUMNS, UTILITY_COLUMNS, make_report, table_cells
 
     doc = make_report(run_dirs, out, overwrite=overwrite)
@@ -52,8 +53,16 @@ def report(
                 for row in cells:
                     table.add_row(*part(row))
                 console.print(table)
-        console.print("R1/mAP/mINP in percent; SSIM/PSNR protected vs raw; AD chaos; recovered = the attack's "
-                      "output vs raw; means over all images; '-' = file missing")
+            attackers = [c for row in entry["rows"] for c in attacker_cells(row)]
+            if attackers:
+                table = Table(title=f"dataset {name}: attackers")
+                for col in ATTACKER_COLUMNS:
+                    table.add_column(col, justify="left" if col in ("method", "attacker") else "right")
+                for row in attackers:
+                    table.add_row(*row)
+                console.print(table)
+        console.print("R1/mAP/mINP in percent; SSIM/PSNR protected vs raw; AD chaos; worst = the highest recovered "
+                      "SSIM/PSNR and linkage rank-1 over the attackers run; means over all images; '-' = missing")
         for note in doc["notes"]:
             console.print(f"note: {note}")
         run = doc["run"]

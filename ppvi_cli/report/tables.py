@@ -7,7 +7,8 @@ hold at least one of them:
 - `eval.json`: the output of `ppvi --json eval ... --setting all` (rank-1/mAP/mINP per setting);
 - `privacy.json`: `ppvi --json privacy --raw R --anon A` (SSIM/PSNR of protected vs raw);
 - `chaos.json`: `ppvi --json chaos A` (Anderson-Darling chaos of the protected images);
-- `attack.json`: written by `ppvi attack --out RUN_DIR` (SSIM/PSNR of recovered vs raw).
+- `attack.json`: written by `ppvi attack --out RUN_DIR` (every attacker's figures and the worst case:
+  recovered SSIM/PSNR vs raw, linkage rank-1; `report/attacks.py`).
 The method is run.json's, else the one in the anonymized set's `manifest.json` (its folder taken from
 run.json, attack.json, privacy.json or chaos.json), else the folder name. The dataset is run.json's,
 else the name of the raw folder those files name. Rows are grouped by dataset, one table each.
@@ -25,12 +26,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.report.attacks import ATTACKER_COLUMNS, attack_section, attacker_cells, worst_cells, worst_recovered
 
 RUN_FILES = ("run.json", "eval.json", "privacy.json", "chaos.json", "attack.json")
 SETTINGS = ("raw2raw", "raw2anon", "anon2raw", "anon2anon")
 EVAL_METRICS = ("rank1", "mAP", "mINP")
-COLUMNS = ("method", *(f"{s} R1/mAP/mINP" for s in SETTINGS), "SSIM", "PSNR", "AD", "recovered SSIM",
-           "recovered PSNR")
+UTILITY_SETTINGS = ("raw2anon", "anon2anon")  # the plot's y: the authorized model on protected images
+WORST_COLUMNS = ("worst recovered SSIM", "worst recovered PSNR", "worst linkage R1")
+COLUMNS = ("method", *(f"{s} R1/mAP/mINP" for s in SETTINGS), "SSIM", "PSNR", "AD", *WORST_COLUMNS)
 UTILITY_COLUMNS = COLUMNS[:1 + len(SETTINGS)]  # a terminal shows these and the rest as two tables
 PRIVACY_COLUMNS = COLUMNS[:1] + COLUMNS[1 + len(SETTINGS):]
 MISSING = "-"
@@ -137,12 +140,7 @@ def load_run(run_dir: str | Path) -> dict:
         if row[key] is not None and not isinstance(row[key], str):
             raise PPVIError(f"RUN_DIR {run_dir}: its {key!r} path is {row[key]!r}, not a string")
     if attack:
-        means = _need(attack, run_dir / "attack.json", "mean", "the attack.json `ppvi attack` writes")
-        keys = ("ssim", "psnr", "protected_ssim", "protected_psnr")
-        row["attack"] = {"mean": means, "overall": attack.get("overall") or _overall(attack, keys),
-                         "epochs": len(attack.get("history", [])),
-                         "recovered": attack.get("outputs", {}).get("recovered"),
-                         "working_size": attack.get("run", {}).get("params", {}).get("size")}
+        row["attack"] = attack_section(attack, run_dir / "attack.json")
     return row
 
 
@@ -179,27 +177,25 @@ def table_cells(row: dict) -> list[str]:
     cells += [_num(privacy["overall"]["ssim"], 3, "nan") if privacy else MISSING,
               _num(privacy["overall"]["psnr"], 2, "inf") if privacy else MISSING,
               _num(chaos["overall"], 1, "nan") if chaos else MISSING,
-              _num(attack["overall"]["ssim"], 3, "nan") if attack else MISSING,
-              _num(attack["overall"]["psnr"], 2, "inf") if attack else MISSING]
+              *worst_cells(attack["overall"] if attack else None)]
     return cells
 
 
 def modality_cells(row: dict) -> list[list[str]]:
-    """Per-modality detail rows: method, modality, SSIM, PSNR, AD, recovered SSIM, recovered PSNR."""
+    """Per-modality detail rows under MODALITY_COLUMNS (the worst case of that modality's images/queries)."""
     privacy, chaos, attack = row["privacy"], row["chaos"], row["attack"]
     modalities = sorted({m for sec in (privacy, chaos, attack) if sec for m in sec["mean"]})
     out = []
     for m in modalities:
         p = (privacy or {}).get("mean", {}).get(m)
-        a = (attack or {}).get("mean", {}).get(m)
         ad = (chaos or {}).get("mean", {}).get(m, MISSING)
         out.append([row["method"], m, _num(p["ssim"], 3, "nan") if p else MISSING,
                     _num(p["psnr"], 2, "inf") if p else MISSING, ad if ad == MISSING else _num(ad, 1, "nan"),
-                    _num(a["ssim"], 3, "nan") if a else MISSING, _num(a["psnr"], 2, "inf") if a else MISSING])
+                    *worst_cells((attack or {}).get("mean", {}).get(m))])
     return out
 
 
-MODALITY_COLUMNS = ("method", "modality", "SSIM", "PSNR", "AD", "recovered SSIM", "recovered PSNR")
+MODALITY_COLUMNS = ("method", "modality", "SSIM", "PSNR", "AD", *WORST_COLUMNS)
 
 
 def slug(name: str) -> str:
@@ -226,7 +222,7 @@ def dataset_grid(rows: list[dict],
     columns: dict[str, Path] = {"raw": raw}
     legend = []
     for i, row in enumerate(rows, 1):
-        recovered = (row["attack"] or {}).get("recovered")
+        recovered = worst_recovered(row["attack"])
         for label, root in ((f"{i} {row['method']}", row["anon"]), (f"{i} rec", recovered)):
             if root and Path(root).is_dir():
                 columns[label] = Path(root)
@@ -241,21 +237,24 @@ def dataset_grid(rows: list[dict],
     shared = [r for r in records if all((root / r.relpath).is_file() for root in columns.values())]
     if not shared:
         return None, "no image is present in every folder; no image grid"
-    caption = (f"raw, then each method's protected images and, where it was attacked, its recovered images "
-               f"(rec), for a few test images; {'; '.join(legend)}")
+    caption = (f"raw, then each method's protected images and, where it was attacked, the recovered images of "
+               f"its worst-case (highest SSIM) attacker (rec), for a few test images; {'; '.join(legend)}")
     examples = pick_examples(shared, per_modality=2)
     return (lambda out_png: method_grid(examples, columns, out_png)), caption
 
 
 def _plot_points(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """One point per method: its worst-case overall ssim/rank1 and its raw2anon/anon2anon mAP."""
     points, left_out = [], []
     for row in rows:
-        ssim = (row["attack"] or {}).get("overall", {}).get("ssim")
-        m_ap = ((row["eval"] or {}).get("settings", {}).get("anon2anon") or {}).get("mAP")
-        if ssim is None or m_ap is None:
+        worst = (row["attack"] or {}).get("overall", {})
+        settings = (row["eval"] or {}).get("settings", {})
+        point = {"label": row["method"], "dataset": row["dataset"], "ssim": worst.get("ssim"),
+                 "rank1": worst.get("rank1"), **{s: (settings.get(s) or {}).get("mAP") for s in UTILITY_SETTINGS}}
+        if all(point[k] is None for k in ("ssim", "rank1")) or all(point[k] is None for k in UTILITY_SETTINGS):
             left_out.append(f"{row['method']} ({row['dataset']})")
         else:
-            points.append({"label": row["method"], "dataset": row["dataset"], "x": ssim, "y": m_ap})
+            points.append(point)
     return points, left_out
 
 
@@ -265,8 +264,9 @@ def _caption(rows: list[dict]) -> str:
                     if r["attack"] and r["attack"].get("working_size")})
     return (f"R1/mAP/mINP in percent (protocol {', '.join(protocols) or MISSING}); SSIM/PSNR: protected vs raw "
             f"(ppvi privacy, native size); AD: Anderson-Darling chaos of the protected images (ppvi chaos, lower "
-            f"= more chaotic); recovered: the attack's output vs raw at {', '.join(sizes) or MISSING} (ppvi attack). "
-            "Means over all images; '-' = file missing from the RUN_DIR; lower SSIM/PSNR = more private.")
+            f"= more chaotic); worst recovered: the highest SSIM/PSNR of any recovery attacker's output vs raw at "
+            f"{', '.join(sizes) or MISSING}, worst linkage R1: the linkage attacker's protected -> raw rank-1, % "
+            "(ppvi attack). Means over all images; '-' = file or attacker missing; lower = more private.")
 
 
 REPORT_FILES = ("report.html", "report.json", "privacy_utility.png")
@@ -300,15 +300,14 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
     for row in rows:
         for key in ("run_dir", "raw", "anon"):
             row[key] = None if row[key] is None else shown(row[key])
-        if row["attack"] and row["attack"].get("recovered"):
-            row["attack"]["recovered"] = shown(row["attack"]["recovered"])
+        for section in ((row["attack"] or {}).get("attackers") or {}).values():
+            if section.get("recovered"):
+                section["recovered"] = shown(section["recovered"])
     with folder:
         notes, datasets = [], {}
         for name, group in group_by_dataset(rows).items():
             draw, text = dataset_grid([{**r, "raw": _under(home, r["raw"]), "anon": _under(home, r["anon"]),
-                                        "attack": r["attack"] and {**r["attack"],
-                                                                   "recovered": _under(home, r["attack"].get("recovered"))}}
-                                       for r in group], shown)
+                                        "attack": _attack_here(home, r["attack"])} for r in group], shown)
             grid = None
             if draw is None:
                 notes.append(f"{name}: {text}")
@@ -318,7 +317,7 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
             datasets[name] = {"rows": group, "grid": grid, "grid_caption": text if grid else None}
         points, left_out = _plot_points(rows)
         if left_out:
-            notes.append("not in the privacy-utility plot (no attack.json, or no anon2anon in eval.json): "
+            notes.append("not in the privacy-utility plot (no attack.json, or no raw2anon/anon2anon in eval.json): "
                          + ", ".join(left_out))
         plot = "privacy_utility.png"
         folder.produce(plot, lambda path: privacy_utility_plot(points, path))
@@ -332,11 +331,16 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
             inner = (html.html_table(COLUMNS, [table_cells(r) for r in entry["rows"]])
                      + f'<p class="small">{html.escape(_caption(entry["rows"]))}</p>'
                      + html.html_table(MODALITY_COLUMNS, [c for r in entry["rows"] for c in modality_cells(r)]))
+            attackers = [c for r in entry["rows"] for c in attacker_cells(r)]
+            if attackers:
+                inner += html.html_table(ATTACKER_COLUMNS, attackers)
             if entry["grid"]:
                 inner += html.figure(out / entry["grid"], entry["grid_caption"])
             sections.append((f"dataset {name}", inner))
-        sections.append(("privacy vs utility", html.figure(out / plot, "x: recovered SSIM (lower = more private); "
-                                                                         "y: anon2anon mAP (higher = more useful)")))
+        sections.append(("privacy vs utility", html.figure(out / plot, "x: the worst case over the attackers run: "
+                                                                         "recovered SSIM, linkage rank-1 (lower = more "
+                                                                         "private); y: raw2anon and anon2anon mAP "
+                                                                         "(higher = more useful)")))
         runs = [[r["run_dir"], r["method"], ", ".join(f"{k}={v}" for k, v in (r["params"] or {}).items()) or MISSING,
                  ", ".join(r["missing"]) or "none"] for r in rows]
         sections.append(("runs", html.html_table(("RUN_DIR", "method", "params", "missing files"), runs)))
@@ -352,6 +356,14 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
 def _under(home: Path, shown: str | None) -> str | None:
     """A path shown relative to the report folder, as a path that can be opened from here."""
     return None if shown is None else str(home / shown)
+
+
+def _attack_here(home: Path, attack: dict | None) -> dict | None:
+    """The row's attack section with each attacker's recovered folder openable from here."""
+    if not attack:
+        return attack
+    return {**attack, "attackers": {name: {**s, "recovered": _under(home, s.get("recovered"))}
+                                    for name, s in attack["attackers"].items()}}
 
 
 def _strict(value):

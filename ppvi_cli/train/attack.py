@@ -1,21 +1,18 @@
-"""The recovery attack: learn protected -> original on public pairs, then undo the test split.
+"""`ppvi attack`: privacy as the worst case over the attackers run on one protected dataset.
 
-The threat model of PixelFade (Sec. 4.1.2) and SecureReID: the attacker can run the protection on
-a public set (here the dataset's train ids), trains a pix2pix UNet with an L1 loss on (protected,
-original) pairs, and recovers the protected test images. What ppvi does differently from the
-authors' `recovery_attack.py` (DESIGN, "What the authors' code does"):
-- pixels are scaled to [-1, 1], which the UNet's Tanh covers, instead of ImageNet-normalised
-  targets the network cannot reach;
-- recovered images are rounded to 8 bits and stored; SSIM/PSNR are measured on those 8-bit images
-  against the originals resized to the same working size (no per-batch min-max rescaling);
-- BatchNorm runs in eval mode at recovery time, so an image's result never depends on its batch;
-- the training pairs are shuffled (seeded) every epoch; the authors fed fixed batches in one order.
-Adam keeps the authors' rate 1e-3 and default betas: on small sets 2e-4 (pix2pix's GAN rate) left
-the attacker clearly weaker after the same epochs, and a weak attacker flatters a protection.
+Every attacker can run the protection on a public set (the dataset's train ids), learns there, and
+is scored on the test ids. Recovery attackers (`l1` the papers', `gan`, `identity`;
+`train/attack_recovery.py`) turn protected images back into images, scored by SSIM/PSNR against
+the originals; the linkage attacker (`train/attack_linkage.py`) re-identifies protected images
+against raw photos, scored by rank-1/mAP/mINP. Privacy per modality is the worst case: the highest
+recovered SSIM, the highest recovered PSNR and the highest linkage rank-1 of any attacker run, and
+the gates apply to it.
 
-Outputs in `out`: `recovered/<relpath>` (mirroring the raw dataset path for path; PNG content,
-so the stored pixels are the measured ones, whatever the suffix), `attack_grid.png` (original /
-protected / recovered columns), `attack_last.pt` (checkpoint after every epoch) and `attack.json`.
+Run folder `out/` (one sub-folder per attacker, one summary):
+  attack.json        every attacker's figures, the worst case, the gate, seed, parameters, versions
+  attack_grid.png    original / protected / each recovery attacker's output, a few test images
+  <l1|gan|identity>/ recovered/<relpath> (PNG content mirroring the raw paths), attack_last.pt
+  linkage/reid/      the linkage attacker's ReID training run (run.json, last.pt, train_log.jsonl, ...)
 """
 
 from __future__ import annotations
@@ -25,57 +22,64 @@ import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
-from PIL import Image
-from torch import nn
 
 from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.imageio import write_text_atomic
 from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
-from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
-from ppvi_cli.models.unet import UNetGenerator, init_weights
-from ppvi_cli.runinfo import derived_seed, stamp
-from ppvi_cli.train.attack_data import (PUBLIC_SPLITS, TEST_SPLITS, PairImages, attack_splits, load_pair,
-                                        to_model, to_pixels)
+from ppvi_cli.runinfo import stamp
+from ppvi_cli.train.attack_data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
+from ppvi_cli.train.attack_recovery import (CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, Progress, load_attack_checkpoint)
 
+ATTACKERS = (*RECOVERY_ATTACKERS, "linkage")
 # pix2pix names a UNet by the square input its bottleneck reduces to 1x1: unet_N has log2(N) steps.
 ARCHS = {"unet32": 5, "unet64": 6, "unet128": 7, "unet256": 8}
 AUTO_MAX_DOWNS = ARCHS["unet128"]  # the authors' unet_128; `auto` goes no deeper
-CHECKPOINT, SUMMARY, RECOVERED, GRID = "attack_last.pt", "attack.json", "recovered", "attack_grid.png"
-CHECKPOINT_FORMAT = "ppvi-attack-checkpoint"
-# Settings a resumed run must share with the checkpoint (epochs may grow: training continues).
-RESUME_KEYS = ("raw", "anon", "format", "arch", "num_downs", "ngf", "size", "lr", "batch_size", "seed",
-               "test_fraction")
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+SUMMARY, GRID = "attack.json", "attack_grid.png"
+WORST = ("ssim", "psnr", "rank1")  # the figures whose highest value over the attackers is the privacy
+METRICS = ("ssim", "psnr", "protected_ssim", "protected_psnr")
 
 
 @dataclass
 class AttackConfig:
-    """One attack run. `size` is the working (height, width) every image is resized to."""
+    """One attack run. `size` is the working (height, width) every image is resized to (for the
+    linkage attacker's ReID model too)."""
 
     raw: Path
     anon: Path
     out: Path
     format: str = "auto"
-    epochs: int = 100  # the authors' count
+    attackers: tuple[str, ...] = ("l1",)  # the papers' attacker
+    model: Path | None = None  # the authorized ReID checkpoint: identity needs it, linkage compares with it
+    epochs: int = 100  # the authors' count (recovery attackers)
     arch: str = "auto"  # auto, or a key of ARCHS
-    ngf: int = 64  # UNet base width (pix2pix: 64)
+    ngf: int = 64  # UNet base width (pix2pix: 64); also the gan attacker's discriminator width
     batch_size: int = 16
     size: tuple[int, int] = (256, 128)
     lr: float = 1e-3
+    lambda_l1: float = 100.0  # gan: pix2pix's weight of L1 beside the adversarial term
+    # identity: weight of the feature term (1 - cos) beside L1 (weight 1). On the demo's PixelFade images
+    # (5 epochs) 1.0 let the term dominate and halved the recovered SSIM (0.24 -> 0.12 with l1 at 0.24);
+    # 0.1 cost 0.03 SSIM; 0.01 left both the SSIM and the feature term where L1 alone puts them.
+    lambda_id: float = 0.1
+    refine_steps: int = 0  # identity: test-time steps per image towards the protected image's feature
+    refine_lr: float = 0.002  # identity: Adam rate of those steps, on [-1, 1] pixels
+    linkage_epochs: int = 120  # AGW's count
+    linkage_backbone: str = "resnet50"  # AGW's
+    linkage_pretrained: str = "imagenet"  # imagenet | none | a torchvision state-dict file
+    linkage_p: int = 8  # ids per PK batch
+    linkage_k: int = 4  # images per id
     device: str = "auto"
     seed: int = 0
-    resume: bool = False  # continue out/attack_last.pt when there is one
+    resume: bool = False  # continue each attacker's checkpoint when there is one
     workers: int = 0  # image-decoding processes for training
     test_fraction: float = 0.5  # share of ids held out when the dataset has no train/test splits
-    max_ssim: float | None = None  # gate on each modality's mean recovered SSIM
-    max_psnr: float | None = None  # gate on each modality's mean recovered PSNR (dB)
+    max_ssim: float | None = None  # gate on each modality's worst-case recovered SSIM
+    max_psnr: float | None = None  # gate on each modality's worst-case recovered PSNR (dB)
+    max_rank1: float | None = None  # gate on each query modality's linkage rank-1 (percent)
 
     def num_downs(self) -> int:
         """The UNet depth: `auto` is the deepest (up to unet_128's 7) that the working size divides."""
@@ -94,22 +98,48 @@ class AttackConfig:
         return ARCHS[self.arch]
 
     def validate(self) -> None:
-        for name, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size), ("--ngf", self.ngf)):
-            if value < 1:
-                raise PPVIError(f"{name} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise PPVIError(f"--lr must be > 0, got {self.lr}")
+        unknown = [a for a in self.attackers if a not in ATTACKERS]
+        if unknown or not self.attackers or len(set(self.attackers)) != len(self.attackers):
+            raise PPVIError(f"--attacker: give each of {', '.join(ATTACKERS)} at most once, got "
+                            f"{', '.join(self.attackers) or 'none'}")
+        for name, value, least in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
+                                   ("--ngf", self.ngf, 1), ("--refine-steps", self.refine_steps, 0),
+                                   ("--linkage-epochs", self.linkage_epochs, 1), ("--linkage-p", self.linkage_p, 2),
+                                   ("--linkage-k", self.linkage_k, 1)):
+            if value < least:
+                raise PPVIError(f"{name} must be at least {least}, got {value}")
+        for name, value in (("--lr", self.lr), ("--lambda-l1", self.lambda_l1), ("--lambda-id", self.lambda_id),
+                            ("--refine-lr", self.refine_lr)):
+            if not (value > 0 and math.isfinite(value)):
+                raise PPVIError(f"{name} must be a positive number, got {value}")
         if not 0 < self.test_fraction < 1:
             raise PPVIError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if min(self.size) < 16 and "linkage" in self.attackers:
+            raise PPVIError(f"--size {self.size[0]}x{self.size[1]}: the linkage attacker's ReID model needs "
+                            "both sides at least 16")
         if min(self.size) < 7:
             raise PPVIError(f"--size {self.size[0]}x{self.size[1]} is below SSIM's 7x7 window")
+        if "identity" in self.attackers and self.model is None:
+            raise PPVIError("--attacker identity holds the authorized model: pass it with --model CKPT")
+        if self.model is not None and not {"identity", "linkage"} & set(self.attackers):
+            raise PPVIError("--model is used by the identity and linkage attackers only; add one with --attacker")
+        if self.model is not None and not Path(self.model).is_file():
+            raise PPVIError(f"--model {self.model}: no such file")
+        recovery = set(self.attackers) & set(RECOVERY_ATTACKERS)
+        for flag, value, needs in (("--max-ssim", self.max_ssim, recovery), ("--max-psnr", self.max_psnr, recovery),
+                                   ("--max-rank1", self.max_rank1, "linkage" in self.attackers)):
+            if value is not None and not needs:
+                raise PPVIError(f"{flag} gates an attacker that is not run: add "
+                                f"{'--attacker linkage' if flag == '--max-rank1' else 'a recovery --attacker'}")
         self.num_downs()
 
     def params(self) -> dict:
         """Plain, JSON-ready settings (paths resolved), dumped with every result and checkpoint."""
         out = {k: v for k, v in asdict(self).items() if k not in ("resume", "device")}
         out.update(raw=str(Path(self.raw).resolve()), anon=str(Path(self.anon).resolve()),
-                   out=str(Path(self.out).resolve()), size=list(self.size), num_downs=self.num_downs())
+                   out=str(Path(self.out).resolve()), size=list(self.size), num_downs=self.num_downs(),
+                   attackers=list(self.attackers),
+                   model=None if self.model is None else str(Path(self.model).resolve()))
         return out
 
 
@@ -117,149 +147,69 @@ def _twos(n: int) -> int:
     return (n & -n).bit_length() - 1 if n > 0 else 0
 
 
-def build_recovery_net(config: AttackConfig) -> UNetGenerator:
-    """pix2pix UNet as the authors' `define_G(netG='unet_128')`: BatchNorm, no dropout, N(0, 0.02)."""
-    torch.manual_seed(derived_seed(config.seed, "attack-init") % 2**63)
-    return init_weights(UNetGenerator(3, 3, num_downs=config.num_downs(), ngf=config.ngf, norm="batch",
-                                      dropout=False))
+def parse_attackers(values: list[str] | None) -> tuple[str, ...]:
+    """`--attacker` values, each a name or a comma list -> the names in order (default: the papers' l1)."""
+    names = [n.strip() for v in (values or ["l1"]) for n in v.split(",") if n.strip()]
+    return tuple(names)
 
 
-def _rng_state(shuffle: torch.Generator) -> dict:
-    """The random state a resumed run needs: the pair shuffle's and torch's CPU one (the DataLoader
-    draws its seed there). Nothing is drawn on a GPU, so no GPU state is kept (older checkpoints'
-    "cuda" entry is ignored), and saving opens no context on every visible GPU."""
-    return {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-
-
-def save_attack_checkpoint(path: Path, model: nn.Module, optimizer, epoch: int, shuffle: torch.Generator,
-                           history: list[dict], params: dict) -> str:
-    """Everything a resumed run needs, written atomically; returns the weights' SHA-256."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    checksum = state_dict_sha256(state)
-    payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "state_dict": state, "sha256": checksum,
-               "optimizer": optimizer.state_dict(), "rng": _rng_state(shuffle), "history": history,
-               "args": json.loads(json.dumps(params))}
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
-    return checksum
-
-
-def load_attack_checkpoint(path: Path, params: dict) -> dict:
-    """The checkpoint's payload, refused when damaged or made with other settings."""
-    payload = read_torch_file(path, f"--resume: {path}", hint="; delete it to start over")
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise PPVIError(f"--resume: {path} is not a ppvi attack checkpoint")
-    if state_dict_sha256(payload["state_dict"]) != payload.get("sha256"):
-        raise PPVIError(f"--resume: {path} fails its SHA-256 (corrupted); delete it to start over")
-    for key in RESUME_KEYS:
-        if payload["args"].get(key) != params.get(key):
-            raise PPVIError(f"--resume: {path} was made with {key}={payload['args'].get(key)!r}, this run has "
-                            f"{params.get(key)!r}; use the same settings or another --out")
-    if payload["epoch"] > params["epochs"]:
-        raise PPVIError(f"--resume: {path} is at epoch {payload['epoch']}, past --epochs {params['epochs']}")
-    return payload
+def attacker_params(config: AttackConfig, name: str, model_sha256: str | None) -> dict:
+    """The settings a recovery attacker trains with (and its checkpoint must match to resume)."""
+    return {**config.params(), "attacker": name, "model_sha256": model_sha256 if name == "identity" else None}
 
 
 def _check_out(config: AttackConfig) -> Path:
+    """The run folder, refused inside an input, or holding a finished attacker without --resume."""
     out = Path(config.out).resolve()
     for name, root in (("--raw", config.raw), ("--anon", config.anon)):
         root = Path(root).resolve()
         if out == root or out.is_relative_to(root):
             raise PPVIError(f"--out {config.out} is inside {name} {root}: choose a folder outside it")
-    if (out / CHECKPOINT).exists() and not config.resume:
-        raise PPVIError(f"--out {config.out} already holds {CHECKPOINT}: pass --resume to continue it, "
-                        "or choose a new --out")
+    if not config.resume:
+        held = [f"{a}/{CHECKPOINT}" for a in config.attackers if (out / a / CHECKPOINT).exists()]
+        held += ["linkage/reid"] if "linkage" in config.attackers and (out / "linkage" / "reid").exists() else []
+        if held:
+            raise PPVIError(f"--out {config.out} already holds {', '.join(held)}: pass --resume to continue, "
+                            "or choose a new --out")
     return out
 
 
-def train_attack(config: AttackConfig, public: list[Record], device: torch.device, out: Path,
-                 on_progress: Progress | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train (or resume) the recovery network; checkpoint after every epoch. Returns (model, history).
-
-    history: one `{"epoch", "l1"}` per epoch, l1 the mean loss on [-1, 1] pixels (x127.5 for 8-bit levels).
-    """
-    params = config.params()
-    model = build_recovery_net(config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    shuffle = torch.Generator().manual_seed(derived_seed(config.seed, "attack-shuffle") % 2**63)
-    history: list[dict] = []
-    start = 0
-    if config.resume and (out / CHECKPOINT).exists():  # --resume on a fresh folder starts afresh, as training
-        payload = load_attack_checkpoint(out / CHECKPOINT, params)
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
-        shuffle.set_state(payload["rng"]["shuffle"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        history, start = payload["history"], payload["epoch"]
-    data = PairImages(public, Path(config.anon), config.size)
-    steps = math.ceil(len(data) / config.batch_size)
-    total = (config.epochs - start) * steps
-    done = 0
-    for epoch in range(start, config.epochs):
-        order = torch.randperm(len(data), generator=shuffle).tolist()
-        batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        loader = torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=config.workers)
-        model.train()
-        losses = []
-        for original, protected, _ in loader:
-            recovered = model(to_model(protected.to(device)))  # uint8 crosses to the device: 4x fewer bytes
-            loss = (recovered - to_model(original.to(device))).abs().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item() * len(original))
-            done += 1
-            if on_progress:
-                on_progress("attack: train", done, total)
-        history.append({"epoch": epoch + 1, "l1": sum(losses) / len(data)})
-        save_attack_checkpoint(out / CHECKPOINT, model, optimizer, epoch + 1, shuffle, history, params)
-    return model, history
-
-
-def _write_png_atomic(path: Path, pixels: np.ndarray) -> None:
-    # PNG whatever the mirrored name's suffix: the file must hold exactly the pixels measured.
-    with atomic_open(path, "wb") as fh:
-        Image.fromarray(pixels).save(fh, format="PNG")
-
-
-@torch.no_grad()
-def recover_split(model: nn.Module, test: list[Record], config: AttackConfig, device: torch.device,
-                  recovered_root: Path, on_progress: Progress | None = None) -> list[dict]:
-    """Recover every test image, store it, and score it and its protected input against the original.
-
-    Returns one row per image: path, modality, ssim/psnr (recovered) and protected_ssim/protected_psnr,
-    all at the working size on 8-bit pixels.
-    """
-    from ppvi_cli.metrics.image_quality import batch_ssim_psnr
-
-    model.eval()
-    rows = []
-    for start in range(0, len(test), config.batch_size):
-        batch = test[start:start + config.batch_size]
-        pairs = [load_pair(r, Path(config.anon), config.size) for r in batch]
-        original = torch.stack([p[0] for p in pairs])
-        protected = torch.stack([p[1] for p in pairs])
-        recovered = to_pixels(model(to_model(protected.to(device))))
-        reference = original.permute(0, 2, 3, 1).numpy()
-        ssim, psnr = batch_ssim_psnr(reference, recovered)
-        p_ssim, p_psnr = batch_ssim_psnr(reference, protected.permute(0, 2, 3, 1).numpy())
-        for i, rec in enumerate(batch):
-            _write_png_atomic(recovered_root / rec.relpath, recovered[i])
-            rows.append({"path": rec.relpath, "modality": rec.modality, "ssim": float(ssim[i]), "psnr": float(psnr[i]),
-                         "protected_ssim": float(p_ssim[i]), "protected_psnr": float(p_psnr[i])})
-        if on_progress:
-            on_progress("attack: recover", start + len(batch), len(test))
-    return rows
-
-
-METRICS = ("ssim", "psnr", "protected_ssim", "protected_psnr")
-
-
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
-    """(mean per modality, mean over all images) of the four scores."""
-    per = {m: {k: float(np.mean([r[k] for r in rows if r["modality"] == m])) for k in METRICS}
+    """(mean per modality, mean over all images) of every score the rows carry."""
+    keys = [k for k in rows[0] if k not in ("path", "modality")]
+    per = {m: {k: float(np.mean([r[k] for r in rows if r["modality"] == m])) for k in keys}
            for m in sorted({r["modality"] for r in rows})}
-    return per, {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+    return per, {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def worst_case(attackers: dict[str, dict]) -> tuple[dict, dict, dict]:
+    """`(mean, overall, by)`: per modality (and over all images) the highest ssim, psnr and rank1 of any
+    attacker, the protected images' own ssim/psnr beside, and which attacker reached each figure."""
+    mean, overall, by = {}, {}, {}
+    for name, section in attackers.items():
+        for modality, values in [*section["mean"].items(), ("all", section["overall"])]:
+            into = overall if modality == "all" else mean.setdefault(modality, {})
+            for key in WORST:
+                value = values.get(key)
+                if value is not None and (key not in into or value > into[key]):
+                    into[key] = value
+                    by.setdefault(modality, {})[key] = name
+            for key in ("protected_ssim", "protected_psnr"):
+                if key in values:
+                    into[key] = values[key]
+    return mean, overall, by
+
+
+def gate_failures(mean: dict, by: dict, config: AttackConfig) -> list[str]:
+    """Human lines for each modality's worst-case figure above its limit, naming the attacker."""
+    from ppvi_cli.measure import gate_failures as above
+
+    failures = []
+    for key, limit in (("ssim", config.max_ssim), ("psnr", config.max_psnr), ("rank1", config.max_rank1)):
+        for modality, values in mean.items():
+            if key in values:
+                failures += [f"{line} ({by[modality][key]})" for line in above({modality: values[key]}, {key: limit})]
+    return failures
 
 
 def _manifest(anon: Path) -> dict:
@@ -284,47 +234,87 @@ def _finite(value):
     return value
 
 
+def _prechecks(config: AttackConfig, out: Path, public: list[Record], used: str, label: tuple[str, ...],
+               model_sha256: str | None) -> None:
+    """Refuse a --resume whose stored settings differ, for every attacker, before any of them trains."""
+    if not config.resume:
+        return
+    for name in config.attackers:
+        if name in RECOVERY_ATTACKERS and (out / name / CHECKPOINT).exists():
+            load_attack_checkpoint(out / name / CHECKPOINT, attacker_params(config, name, model_sha256))
+    if "linkage" in config.attackers:
+        from ppvi_cli.train.attack_linkage import train_config
+        from ppvi_cli.train.trainer import resolve
+        from ppvi_cli.train.trainer_run import RunDir
+
+        train = train_config(config, used, out / "linkage", label)
+        RunDir(train.out).check(resolve(train, used, {r.modality for r in public}).args(), True)
+
+
 def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dict:
-    """Train the attacker on public pairs, recover the test split, write outputs; return the summary.
+    """Run every attacker of `config`, write the run folder (module docstring), return the summary.
 
     The summary (also `out/attack.json`): method (from the anon root's manifest.json), splits,
-    `history`, `images` (per-image rows), `mean` {modality: {ssim, psnr, protected_ssim,
-    protected_psnr}}, `overall` (the same over all images), `gate` and `outputs`. The gate is
-    checked on each modality's mean recovered SSIM/PSNR (a protection must hold for every modality);
-    it is reported, not raised: call `check_gate(summary)` for the exit-1 error.
+    `attackers` {name: section}, `mean` {modality: worst-case figures}, `overall` (the same over all
+    images), `worst_by` (which attacker reached each), `gate` and `outputs`. A recovery section has
+    `history`, `images` (per-image rows), `mean`/`overall` {ssim, psnr, protected_ssim,
+    protected_psnr}; a linkage section `mean` {query modality: rank1, rank5, mAP, mINP}, `overall`,
+    `chance` and `authorized`. The gate is reported, not raised: `check_gate(summary)` raises it.
     """
-    from ppvi_cli.device import deterministic, select_device
-    from ppvi_cli.measure import gate_failures
+    from ppvi_cli.device import select_device
     from ppvi_cli.report.grids import method_grid, pick_examples
+    from ppvi_cli.train.attack_linkage import check_ids, linkage_split, run_linkage
+    from ppvi_cli.train.attack_recovery import AuthorizedFeatures, RecoveryAttacker, recover_split, train_recovery
 
     config.validate()
     raw, anon = Path(config.raw), Path(config.anon)
     out = _check_out(config)
     public, test, notes, used = attack_splits(raw, config.format, config.seed, config.test_fraction)
     check_mirror(public + test, anon)
+    label = PUBLIC_SPLITS if not notes else (f"public ids of the attack ({notes[0]})",)
+    split = None
+    if "linkage" in config.attackers:
+        check_ids(public, test, config.linkage_p)
+        split = linkage_split(raw, used, public, test)
     device = select_device(config.device)
+    authorized = AuthorizedFeatures(config.model, device) if "identity" in config.attackers else None
+    _prechecks(config, out, public, used, label, authorized.sha256 if authorized else None)
     out.mkdir(parents=True, exist_ok=True)
-    with deterministic(device, tf32=True):  # on CUDA too, a resumed run ends with the same weights
-        model, history = train_attack(config, public, device, out, on_progress)
 
-    recovered_root = out / RECOVERED
-    with deterministic(device):  # the stored and measured images in IEEE float32
-        rows = recover_split(model, test, config, device, recovered_root, on_progress)
-    _copy_split_files(raw, recovered_root, used)
-    mean, overall = summarize(rows)
-    failures = gate_failures(mean, {"ssim": config.max_ssim, "psnr": config.max_psnr})
-    grid = method_grid(pick_examples(test), {"original": raw, "protected": anon, "recovered": recovered_root},
-                       out / GRID)
+    sections, columns = {}, {"original": raw, "protected": anon}
+    for name in config.attackers:
+        folder = out / name
+        if name == "linkage":
+            sections[name] = run_linkage(config, public, split, used, label, folder, device, on_progress)
+            continue
+        attacker = RecoveryAttacker(name, config.num_downs(), attacker_params(
+            config, name, authorized.sha256 if authorized else None), device,
+            authorized if name == "identity" else None)
+        history = train_recovery(attacker, public, anon, folder, config.resume, config.workers, device, on_progress)
+        rows = recover_split(attacker, test, anon, folder / RECOVERED, device, on_progress)
+        _copy_split_files(raw, folder / RECOVERED, used)
+        mean, overall = summarize(rows)
+        sections[name] = {"kind": "recovery", "history": history, "images": rows, "mean": mean, "overall": overall,
+                          "parameters": sum(p.numel() for p in attacker.net.parameters()),
+                          "outputs": {"recovered": str(folder / RECOVERED), "checkpoint": str(folder / CHECKPOINT)}}
+        if name == "identity":
+            sections[name]["refine"] = {"steps": config.refine_steps, "lr": config.refine_lr}
+            sections[name]["model"] = {"path": str(config.model), "sha256": authorized.sha256}
+        columns[name] = folder / RECOVERED
+    mean, overall, by = worst_case(sections)
+    failures = gate_failures(mean, by, config)
+    grid = None
+    if len(columns) > 2:
+        grid = str(method_grid(pick_examples(test), columns, out / GRID))
     summary = {
         **_manifest(anon), "raw": str(raw.resolve()), "anon": str(anon.resolve()), "format": used,
         "public": _split_info(public, PUBLIC_SPLITS), "test": _split_info(test, TEST_SPLITS), "notes": notes,
         "arch": config.arch if config.arch != "auto" else f"auto (num_downs {config.num_downs()})",
-        "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
-        "history": history, "images": rows, "mean": mean, "overall": overall,
+        "device": str(device), "attackers": sections, "mean": mean, "overall": overall, "worst_by": by,
         "gate": {"passed": not failures, "failures": failures, "max_ssim": config.max_ssim,
-                 "max_psnr": config.max_psnr, "on": "each modality's mean recovered ssim/psnr"},
-        "outputs": {"recovered": str(recovered_root), "grid": str(grid), "checkpoint": str(out / CHECKPOINT),
-                    "summary": str(out / SUMMARY)},
+                 "max_psnr": config.max_psnr, "max_rank1": config.max_rank1,
+                 "on": "each modality's worst case over the attackers: recovered ssim/psnr, linkage rank-1"},
+        "outputs": {"grid": grid, "summary": str(out / SUMMARY)},
         "run": stamp(config.seed, config.params()),
     }
     summary = _finite(summary)
@@ -333,9 +323,9 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
 
 
 def check_gate(summary: dict) -> None:
-    """Raise GateFailed (exit 1) when the summary's gate failed: the recovery is too good."""
+    """Raise GateFailed (exit 1) when the summary's gate failed: the worst-case attacker gets too much."""
     if summary["gate"]["failures"]:
-        raise GateFailed("recovered images too close to the originals: " + "; ".join(summary["gate"]["failures"]))
+        raise GateFailed("the worst-case attack gets too much back: " + "; ".join(summary["gate"]["failures"]))
 
 
 def _split_info(records: list[Record], splits: tuple[str, ...]) -> dict:

@@ -24,14 +24,14 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ppvi_cli.data.readers import load_dataset
-from ppvi_cli.data.records import MODALITIES
+from ppvi_cli.data.records import MODALITIES, Record
 from ppvi_cli.data.transforms import normalize
 from ppvi_cli.device import deterministic, rank_device, select_device
 from ppvi_cli.errors import PPVIError
@@ -191,24 +191,28 @@ def _step(net, loss_fn: AGWLoss | PEPRLoss, batch, model_config: ModelConfig, de
     return total, stats
 
 
-def train_reid(config: TrainConfig, on_progress: ProgressFn | None = None) -> dict:
+def train_reid(config: TrainConfig, on_progress: ProgressFn | None = None,
+               records: Sequence[Record] | None = None) -> dict:
     """Train (or resume) a ReID model into `config.out`; returns the run summary (also summary.json).
 
+    `records` trains on records the caller picked (the linkage attacker's public ids) instead of
+    the dataset's `config.splits`, which then only names them in run.json.
     Raises PPVIError for bad data, arguments, an `--out` holding another run, or a corrupt resume state.
     """
     config.check()
     group = _setup_distributed(config.device)
     try:
         with deterministic(group.device, tf32=True):  # reproducible on CUDA; TF32 is training's speed
-            return _train(config, group, on_progress)
+            return _train(config, group, on_progress, records)
     finally:
         if group.owns_group:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None) -> dict:
+def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None, records: Sequence[Record] | None) -> dict:
     dataset = load_dataset(config.data, config.format)
-    records = training_records(dataset, config.splits or default_splits(dataset.format))
+    records = list(records) if records is not None else training_records(dataset, config.splits or
+                                                                          default_splits(dataset.format))
     config = resolve(config, dataset.format, {r.modality for r in records})
     if config.anon is not None:
         check_mirror(records, Path(config.anon))
