@@ -248,7 +248,8 @@ def attack_rerun(data: Path, work: Path, sizes: Sizes, device) -> Row:
     for name in ("attack_a", "attack_b"):
         run_attack(AttackConfig(raw=data, anon=anon, out=work / name, format="sysu", epochs=1, ngf=sizes.ngf,
                                 batch_size=16, size=sizes.size, device=str(device)))
-        runs.append((read_torch_file(work / name / CHECKPOINT, name)["sha256"], tree_bytes(work / name / "recovered")))
+        runs.append((read_torch_file(work / name / "l1" / CHECKPOINT, name)["sha256"],
+                     tree_bytes(work / name / "l1" / "recovered")))
     same = runs[0] == runs[1]
     return Row("attack re-run", "weights and recovered files " + ("identical" if same else "DIFFER"),
                f"the first run's (weights sha256 {runs[0][0][:12]})", status(same))

@@ -21,7 +21,10 @@ it is complete.
 
 Any other file under OUT is refused, naming it: a file at one of this run's output paths that no
 journal lists (pass `overwrite=True` to replace it), or a file this run would never write (never
-touched; the user must move it). Symbolic links are never followed or written through.
+touched; the user must move it). A `shared` folder (a RUN_DIR that several commands write into, e.g.
+eval.json beside attack.json) leaves the files it would never write alone instead of refusing them,
+and never looks into a sub-folder that is a run folder of its own. Symbolic links are never followed
+or written through.
 """
 
 from __future__ import annotations
@@ -109,13 +112,14 @@ class RunFolder:
         option: the output's option name, for messages.
         hints: identity key -> what to do when only that key differs (e.g. "rerun with its --batch-size").
         overwrite_flag: the command's flag for `overwrite`, named in messages (None: it has none).
+        shared: other commands' files may sit beside this run's; only paths `owns` accepts are checked.
     """
 
     def __init__(self, root: str | Path, identity: dict, *, inputs: Mapping[str, str | Path | None] | None = None,
                  part: str = "main", owns: Callable[[str], bool] = lambda rel: True, overwrite: bool = False,
                  option: str = "--out", hints: Mapping[str, str] | None = None,
-                 overwrite_flag: str | None = "--overwrite"):
-        self.hints, self.flag = dict(hints or {}), overwrite_flag
+                 overwrite_flag: str | None = "--overwrite", shared: bool = False):
+        self.hints, self.flag, self.shared = dict(hints or {}), overwrite_flag, shared
         self.option, self.overwrite, self.owns, self.part = option, overwrite, owns, part
         self.given = Path(root)
         self.root = check_outside_inputs(root, inputs or {}, option=option)
@@ -249,13 +253,17 @@ class RunFolder:
             base = Path(dirpath)
             if base == self.root and BOOKKEEPING in dirnames:
                 dirnames.remove(BOOKKEEPING)
+            if self.shared:  # another run's folder inside a shared one is that run's business
+                dirnames[:] = [d for d in dirnames if not (base / d / BOOKKEEPING).is_dir()]
             for name in dirnames:
                 if (base / name).is_symlink():
                     raise PPVIError(f"{self.option} {self.given}: {(base / name).relative_to(self.root)} is a symbolic "
                                     "link; ppvi writes only into real folders (remove the link)")
             for name in filenames:
-                if name.startswith(TEMP_PREFIX) or (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-                    if clean_temps:  # a killed run's half-written file; no other writer is alive
+                ours = name.startswith(TEMP_PREFIX)
+                if ours or (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+                    if clean_temps and (ours or not self.shared):  # a killed run's half-written file; no other
+                        # writer of this folder is alive (in a shared one, other commands' temp files are theirs)
                         (base / name).unlink(missing_ok=True)
                     continue
                 found.append((base / name).relative_to(self.root).as_posix())
@@ -283,7 +291,9 @@ class RunFolder:
     def _check_foreign(self, files: list[str]) -> None:
         unlisted = [rel for rel in files if rel not in self.listed]
         foreign = [rel for rel in unlisted if not self.owns(rel)]
-        if foreign:
+        if self.shared:  # other commands' files: left alone
+            unlisted = [rel for rel in unlisted if self.owns(rel)]
+        elif foreign:
             raise PPVIError(f"{self.option} {self.given} holds {len(foreign)} file(s) this run does not write "
                             f"({_some(foreign)}): they are not covered by its record; move them away or choose "
                             f"an empty {self.option}")

@@ -186,3 +186,45 @@ def test_attack_gate_example_passes_with_a_loose_threshold(blurred, tmp_path):
     assert "attack gate passed (blur)" in passed.stdout
     doc = json.loads((tmp_path / "attack.json").read_text())
     assert doc["method"] == "blur" and doc["gate"]["passed"] and len(doc["attackers"]["l1"]["history"]) == 1
+
+
+def test_run_folder_trusts_only_what_this_attack_wrote(blurred, tmp_path):
+    """attack --out is a shared RUN_DIR: other commands' files stay; its own files are journaled."""
+    base = dict(raw=blurred / "raw", anon=blurred / "blur", epochs=1, **{**TINY, "ngf": 4})
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "eval.json").write_text("{}\n")  # another command's file in the same RUN_DIR
+    run_attack(AttackConfig(out=out, **base))
+    assert (out / "eval.json").read_text() == "{}\n"
+    # a checkpoint changed after the run wrote it is refused on resume, never loaded
+    checkpoint = out / "l1" / "attack_last.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(PPVIError, match="not what this run wrote"):
+        run_attack(AttackConfig(out=out, resume=True, **base))
+    # a file at one of the attack's paths that no record covers (an older ppvi's output) needs --overwrite
+    old = tmp_path / "old"
+    (old / "gan").mkdir(parents=True)
+    (old / "gan" / "attack_last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PPVIError, match="no record of this run covers"):
+        run_attack(AttackConfig(out=old, attackers=("gan",), **base))
+    assert not (old / ".ppvi").exists()  # refused before anything was written
+    run_attack(AttackConfig(out=old, attackers=("gan",), overwrite=True, **base))
+    assert torch.load(old / "gan" / "attack_last.pt", weights_only=True)["attacker"] == "gan"
+
+
+def test_resume_refuses_another_protection_of_the_same_folder(blurred, tmp_path):
+    """The run folder records the protection attacked (the anon root's manifest): a re-made anon
+    folder with other parameters is another run, even under --resume."""
+    from ppvi_cli.anonymize.methods import build_method
+    from ppvi_cli.anonymize.runner import anonymize_dataset
+
+    anon = tmp_path / "blur"
+    anonymize_dataset(build_method("blur", radius=3), blurred / "raw", anon, fmt="sysu", seed=0)
+    base = dict(raw=blurred / "raw", anon=anon, out=tmp_path / "run", epochs=1, resume=True, **{**TINY, "ngf": 4})
+    run_attack(AttackConfig(**base))
+    shutil.rmtree(anon)
+    anonymize_dataset(build_method("blur", radius=8), blurred / "raw", anon, fmt="sysu", seed=0)
+    with pytest.raises(PPVIError, match="belongs to another run"):
+        run_attack(AttackConfig(**base))

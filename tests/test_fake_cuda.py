@@ -399,6 +399,7 @@ def test_attack_killed_on_cuda1_resumes_on_cuda0_like_the_cpu_run(world, tmp_pat
     from fake_cuda import fake_cuda
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset
+    from ppvi_cli.runfolder import RunFolder, stored_identity
     from ppvi_cli.train.attack import CHECKPOINT, AttackConfig, run_attack
 
     anon = tmp_path / "mosaic"
@@ -408,7 +409,7 @@ def test_attack_killed_on_cuda1_resumes_on_cuda0_like_the_cpu_run(world, tmp_pat
     straight = invoke("--device", "cpu", *args, "--out", str(tmp_path / "cpu"))
 
     def kill_in_epoch_2(stage, done, total):
-        if stage == "attack: train" and done > total // 2:
+        if stage == "attack l1: train" and done > total // 2:
             raise _Killed
 
     config = AttackConfig(raw=world["data"], anon=anon, out=tmp_path / "gpu", size=SIZE, ngf=4, epochs=2, batch_size=8,
@@ -418,14 +419,16 @@ def test_attack_killed_on_cuda1_resumes_on_cuda0_like_the_cpu_run(world, tmp_pat
             run_attack(config, on_progress=kill_in_epoch_2)
         assert gpu.created[1] > 0 and gpu.created[0] == 0
         # what ppvi wrote before it stopped saving GPU random state: the resume must not need it
-        payload = torch.load(tmp_path / "gpu" / CHECKPOINT, weights_only=True)
+        payload = torch.load(tmp_path / "gpu" / "l1" / CHECKPOINT, weights_only=True)
         assert set(payload["rng"]) == {"torch", "shuffle"}
         payload["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 3
-        torch.save(payload, tmp_path / "gpu" / CHECKPOINT)
+        with RunFolder(tmp_path / "gpu", stored_identity(tmp_path / "gpu"), shared=True) as folder:  # as if written
+            folder.write(f"l1/{CHECKPOINT}", lambda fh: torch.save(payload, fh))  # by that older ppvi
         resumed = invoke("--device", "cuda:0", *args, "--out", str(tmp_path / "gpu"), "--resume")
         assert resumed["device"] == "cuda:0" and gpu.created[0] > 0
         assert not {"get_rng_state_all", "set_rng_state_all"} & set(gpu.calls)
-    assert resumed["history"] == straight["history"] and resumed["images"] == straight["images"]
+    assert resumed["attackers"]["l1"]["history"] == straight["attackers"]["l1"]["history"]
+    assert resumed["attackers"]["l1"]["images"] == straight["attackers"]["l1"]["images"]
 
 
 def test_demo_runs_on_cuda1(fake_gpu, tmp_path):

@@ -73,6 +73,9 @@ def attack(
     workers: int = typer.Option(None, "--workers", min=0, help="Image-decoding processes in training (default: 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue each attacker's checkpoint if there is one (same "
                                 "settings; --epochs may grow); start afresh otherwise."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files at this run's output paths that no "
+                                   "record of it covers (e.g. an older ppvi's attack), or take over a folder "
+                                   "another attack run owns."),
     max_ssim: float = typer.Option(None, "--max-ssim", help="Gate: exit 1 if a modality's worst-case recovered SSIM "
                                    "exceeds this."),
     max_psnr: float = typer.Option(None, "--max-psnr", help="Gate: exit 1 if a modality's worst-case recovered PSNR "
@@ -114,7 +117,7 @@ def attack(
              "linkage_p": linkage_p, "linkage_k": linkage_k}
     config = AttackConfig(raw=raw, anon=anon, out=out, format=fmt_name, attackers=parse_attackers(attackers),
                           model=model, device=effective_device(ctx, device), seed=effective_seed(ctx, seed),
-                          resume=resume, max_ssim=max_ssim, max_psnr=max_psnr, max_rank1=max_rank1,
+                          resume=resume, overwrite=overwrite, max_ssim=max_ssim, max_psnr=max_psnr, max_rank1=max_rank1,
                           **{k: v for k, v in given.items() if v is not None})
     bars = _StageBars(ctx)
     try:

@@ -13,23 +13,26 @@ Run folder `out/` (one sub-folder per attacker, one summary):
   attack_grid.png    original / protected / each recovery attacker's output, a few test images
   <l1|gan|identity>/ recovered/<relpath> (PNG content mirroring the raw paths), attack_last.pt
   linkage/reid/      the linkage attacker's ReID training run (run.json, last.pt, train_log.jsonl, ...)
+
+`out/` is a shared run folder (`ppvi_cli.runfolder`): a RUN_DIR may also hold eval.json and the
+other commands' files, which the attack leaves alone; its own files are journaled with their
+hashes, so a resume trusts only the checkpoint and images this run wrote, with this data, split
+and protection (the anon root's manifest); linkage/reid is the trainer's own run folder.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ppvi_cli.atomic import atomic_open
-from ppvi_cli.data.imageio import write_text_atomic
 from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
+from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import stamp
 from ppvi_cli.train.attack_data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
 from ppvi_cli.train.attack_recovery import (CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, Progress, load_attack_checkpoint)
@@ -75,6 +78,7 @@ class AttackConfig:
     device: str = "auto"
     seed: int = 0
     resume: bool = False  # continue each attacker's checkpoint when there is one
+    overwrite: bool = False  # replace files at this run's output paths that no record of it covers
     workers: int = 0  # image-decoding processes for training
     test_fraction: float = 0.5  # share of ids held out when the dataset has no train/test splits
     max_ssim: float | None = None  # gate on each modality's worst-case recovered SSIM
@@ -135,7 +139,7 @@ class AttackConfig:
 
     def params(self) -> dict:
         """Plain, JSON-ready settings (paths resolved), dumped with every result and checkpoint."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("resume", "device")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("resume", "overwrite", "device")}
         out.update(raw=str(Path(self.raw).resolve()), anon=str(Path(self.anon).resolve()),
                    out=str(Path(self.out).resolve()), size=list(self.size), num_downs=self.num_downs(),
                    attackers=list(self.attackers),
@@ -158,20 +162,31 @@ def attacker_params(config: AttackConfig, name: str, model_sha256: str | None) -
     return {**config.params(), "attacker": name, "model_sha256": model_sha256 if name == "identity" else None}
 
 
-def _check_out(config: AttackConfig) -> Path:
-    """The run folder, refused inside an input, or holding a finished attacker without --resume."""
-    out = Path(config.out).resolve()
-    for name, root in (("--raw", config.raw), ("--anon", config.anon)):
-        root = Path(root).resolve()
-        if out == root or out.is_relative_to(root):
-            raise PPVIError(f"--out {config.out} is inside {name} {root}: choose a folder outside it")
-    if not config.resume:
-        held = [f"{a}/{CHECKPOINT}" for a in config.attackers if (out / a / CHECKPOINT).exists()]
-        held += ["linkage/reid"] if "linkage" in config.attackers and (out / "linkage" / "reid").exists() else []
-        if held:
-            raise PPVIError(f"--out {config.out} already holds {', '.join(held)}: pass --resume to continue, "
-                            "or choose a new --out")
-    return out
+def _identity(config: AttackConfig, anon: Path) -> dict:
+    """What every attacker in one run folder shares: the data, its split and the protection attacked.
+
+    Each attacker's own settings (and `epochs`, which may grow on --resume) are checked by its
+    checkpoint (`RESUME_KEYS`) or, for linkage, by its ReID run folder.
+    """
+    params = config.params()
+    return {"command": "attack", **{k: params[k] for k in ("raw", "anon", "format", "size", "seed", "test_fraction")},
+            "protection": _manifest(anon)}
+
+
+def _owns(relpath: str) -> bool:
+    """attack.json, the grid and the recovery attackers' folders (linkage/reid is the trainer's own run folder)."""
+    return relpath in (SUMMARY, GRID) or relpath.split("/", 1)[0] in RECOVERY_ATTACKERS
+
+
+def _check_held(config: AttackConfig, folder: RunFolder) -> None:
+    """Without --resume, refuse a folder that already holds one of this run's attackers."""
+    if config.resume:
+        return
+    held = [f"{a}/{CHECKPOINT}" for a in config.attackers if folder.entry(f"{a}/{CHECKPOINT}") is not None]
+    held += ["linkage/reid"] if "linkage" in config.attackers and folder.path("linkage/reid").exists() else []
+    if held:
+        raise PPVIError(f"--out {config.out} already holds {', '.join(held)}: pass --resume to continue, "
+                        "or choose a new --out")
 
 
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
@@ -213,12 +228,13 @@ def gate_failures(mean: dict, by: dict, config: AttackConfig) -> list[str]:
 
 
 def _manifest(anon: Path) -> dict:
+    """The protection's method, parameters and seed from the anon root's manifest.json ({} without one)."""
     path = anon / "manifest.json"
-    if not path.is_file():
-        return {}
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        doc = {}
+    if not isinstance(doc, dict):
         return {}
     return {"method": doc.get("method"), "method_params": doc.get("params"), "method_seed": doc.get("seed")}
 
@@ -234,20 +250,22 @@ def _finite(value):
     return value
 
 
-def _prechecks(config: AttackConfig, out: Path, public: list[Record], used: str, label: tuple[str, ...],
+def _prechecks(config: AttackConfig, folder: RunFolder, public: list[Record], used: str, label: tuple[str, ...],
                model_sha256: str | None) -> None:
     """Refuse a --resume whose stored settings differ, for every attacker, before any of them trains."""
+    _check_held(config, folder)
     if not config.resume:
         return
     for name in config.attackers:
-        if name in RECOVERY_ATTACKERS and (out / name / CHECKPOINT).exists():
-            load_attack_checkpoint(out / name / CHECKPOINT, attacker_params(config, name, model_sha256))
+        relpath = f"{name}/{CHECKPOINT}"
+        if name in RECOVERY_ATTACKERS and folder.entry(relpath) is not None:
+            load_attack_checkpoint(folder, relpath, attacker_params(config, name, model_sha256))
     if "linkage" in config.attackers:
         from ppvi_cli.train.attack_linkage import train_config
         from ppvi_cli.train.trainer import resolve
         from ppvi_cli.train.trainer_run import RunDir
 
-        train = train_config(config, used, out / "linkage", label)
+        train = train_config(config, used, folder.path("linkage"), label)
         RunDir(train.out).check(resolve(train, used, {r.modality for r in public}).args(), True)
 
 
@@ -262,13 +280,13 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
     `chance` and `authorized`. The gate is reported, not raised: `check_gate(summary)` raises it.
     """
     from ppvi_cli.device import select_device
-    from ppvi_cli.report.grids import method_grid, pick_examples
-    from ppvi_cli.train.attack_linkage import check_ids, linkage_split, run_linkage
-    from ppvi_cli.train.attack_recovery import AuthorizedFeatures, RecoveryAttacker, recover_split, train_recovery
+    from ppvi_cli.train.attack_linkage import check_ids, linkage_split
+    from ppvi_cli.train.attack_recovery import AuthorizedFeatures
 
     config.validate()
     raw, anon = Path(config.raw), Path(config.anon)
-    out = _check_out(config)
+    folder = RunFolder(config.out, _identity(config, anon), inputs={"--raw": raw, "--anon": anon, "--model": config.model},
+                       owns=_owns, overwrite=config.overwrite, shared=True)
     public, test, notes, used = attack_splits(raw, config.format, config.seed, config.test_fraction)
     check_mirror(public + test, anon)
     label = PUBLIC_SPLITS if not notes else (f"public ids of the attack ({notes[0]})",)
@@ -278,34 +296,53 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
         split = linkage_split(raw, used, public, test)
     device = select_device(config.device)
     authorized = AuthorizedFeatures(config.model, device) if "identity" in config.attackers else None
-    _prechecks(config, out, public, used, label, authorized.sha256 if authorized else None)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder:
+        _prechecks(config, folder, public, used, label, authorized.sha256 if authorized else None)
+        summary = _run_attackers(config, folder, public, test, split, used, label, notes, device, authorized,
+                                 on_progress)
+        folder.write_text(SUMMARY, json.dumps(summary, indent=1) + "\n")
+    return summary
 
+
+def _run_attackers(config: AttackConfig, folder: RunFolder, public: list[Record], test: list[Record], split,
+                   used: str, label: tuple[str, ...], notes: list[str], device, authorized,
+                   on_progress: Progress | None) -> dict:
+    """Train and score every attacker into the open run folder; returns the summary (not yet written)."""
+    from ppvi_cli.device import deterministic
+    from ppvi_cli.report.grids import method_grid, pick_examples
+    from ppvi_cli.train.attack_linkage import run_linkage
+    from ppvi_cli.train.attack_recovery import RecoveryAttacker, recover_split, train_recovery
+
+    raw, anon, out = Path(config.raw), Path(config.anon), folder.root
     sections, columns = {}, {"original": raw, "protected": anon}
     for name in config.attackers:
-        folder = out / name
         if name == "linkage":
-            sections[name] = run_linkage(config, public, split, used, label, folder, device, on_progress)
+            sections[name] = run_linkage(config, public, split, used, label, out / name, device, on_progress)
             continue
         attacker = RecoveryAttacker(name, config.num_downs(), attacker_params(
             config, name, authorized.sha256 if authorized else None), device,
             authorized if name == "identity" else None)
-        history = train_recovery(attacker, public, anon, folder, config.resume, config.workers, device, on_progress)
-        rows = recover_split(attacker, test, anon, folder / RECOVERED, device, on_progress)
-        _copy_split_files(raw, folder / RECOVERED, used)
+        with deterministic(device, tf32=True):  # on CUDA too, a resumed run ends with the same weights
+            history = train_recovery(attacker, public, anon, folder, config.resume, config.workers, device,
+                                     on_progress)
+        with deterministic(device):  # the stored and measured images in IEEE float32
+            rows = recover_split(attacker, test, anon, folder, device, on_progress)
+        _copy_split_files(raw, folder, f"{name}/{RECOVERED}", used)
         mean, overall = summarize(rows)
         sections[name] = {"kind": "recovery", "history": history, "images": rows, "mean": mean, "overall": overall,
                           "parameters": sum(p.numel() for p in attacker.net.parameters()),
-                          "outputs": {"recovered": str(folder / RECOVERED), "checkpoint": str(folder / CHECKPOINT)}}
+                          "outputs": {"recovered": str(out / name / RECOVERED),
+                                      "checkpoint": str(out / name / CHECKPOINT)}}
         if name == "identity":
             sections[name]["refine"] = {"steps": config.refine_steps, "lr": config.refine_lr}
             sections[name]["model"] = {"path": str(config.model), "sha256": authorized.sha256}
-        columns[name] = folder / RECOVERED
+        columns[name] = out / name / RECOVERED
     mean, overall, by = worst_case(sections)
     failures = gate_failures(mean, by, config)
     grid = None
     if len(columns) > 2:
-        grid = str(method_grid(pick_examples(test), columns, out / GRID))
+        examples = pick_examples(test)
+        grid = str(folder.produce(GRID, lambda path: method_grid(examples, columns, path)))
     summary = {
         **_manifest(anon), "raw": str(raw.resolve()), "anon": str(anon.resolve()), "format": used,
         "public": _split_info(public, PUBLIC_SPLITS), "test": _split_info(test, TEST_SPLITS), "notes": notes,
@@ -317,9 +354,7 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
         "outputs": {"grid": grid, "summary": str(out / SUMMARY)},
         "run": stamp(config.seed, config.params()),
     }
-    summary = _finite(summary)
-    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
-    return summary
+    return _finite(summary)
 
 
 def check_gate(summary: dict) -> None:
@@ -332,13 +367,11 @@ def _split_info(records: list[Record], splits: tuple[str, ...]) -> dict:
     return {"images": len(records), "ids": len({r.pid for r in records}), "from": list(splits)}
 
 
-def _copy_split_files(raw: Path, recovered_root: Path, fmt: str) -> None:
+def _copy_split_files(raw: Path, folder: RunFolder, recovered: str, fmt: str) -> None:
     """Copy the split lists so the recovered folder is a readable dataset (keypoints no longer fit)."""
     if fmt in ("any", "folder"):
         return
     from ppvi_cli.data.readers import KEYPOINTS_FILE, load_dataset
 
-    for rel in load_dataset(raw, fmt).metadata:
-        if rel != KEYPOINTS_FILE:
-            with atomic_open(recovered_root / rel, "wb") as fh, open(raw / rel, "rb") as src:
-                shutil.copyfileobj(src, fh)
+    folder.commit([folder.stage(f"{recovered}/{rel}", lambda fh, rel=rel: fh.write((raw / rel).read_bytes()))
+                   for rel in load_dataset(raw, fmt).metadata if rel != KEYPOINTS_FILE])

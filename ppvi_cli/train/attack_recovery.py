@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,13 +39,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ppvi_cli.atomic import atomic_open
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.torch_dataset import modality_index
 from ppvi_cli.data.transforms import normalize, resize
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
+from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import derived_seed
 from ppvi_cli.train.attack_data import PairImages, load_pair, to_model, to_pixels
 from ppvi_cli.train.gan import GEN_BETAS, adversarial_loss, set_requires_grad
@@ -197,9 +197,9 @@ def _rng_state(shuffle: torch.Generator) -> dict:
     return {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
 
 
-def save_attack_checkpoint(path: Path, attacker: RecoveryAttacker, epoch: int, shuffle: torch.Generator,
-                           history: list[dict], params: dict) -> str:
-    """Everything a resumed run needs, written atomically; returns the recovery network's SHA-256."""
+def save_attack_checkpoint(folder: RunFolder, relpath: str, attacker: RecoveryAttacker, epoch: int,
+                           shuffle: torch.Generator, history: list[dict], params: dict) -> str:
+    """Everything a resumed run needs, committed to the run folder; returns the recovery network's SHA-256."""
     nets = {}
     for name, net in attacker.nets().items():
         state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
@@ -208,13 +208,17 @@ def save_attack_checkpoint(path: Path, attacker: RecoveryAttacker, epoch: int, s
                "sha256": nets["recovery"]["sha256"],
                "optimizers": {k: opt.state_dict() for k, opt in attacker.optimizers.items()},
                "rng": _rng_state(shuffle), "history": history, "args": json.loads(json.dumps(params))}
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
+    folder.write(relpath, lambda fh: torch.save(payload, fh))
     return payload["sha256"]
 
 
-def load_attack_checkpoint(path: Path, params: dict) -> dict:
-    """The checkpoint's payload, refused when damaged or made with other settings."""
+def load_attack_checkpoint(folder: RunFolder, relpath: str, params: dict) -> dict:
+    """The checkpoint's payload, refused when not the bytes this run folder recorded, damaged, or made
+    with other settings."""
+    path = folder.path(relpath)
+    if not folder.finished(relpath):
+        raise PPVIError(f"--resume: {path} is not what this run wrote (changed since, or written by another "
+                        "program); delete it to start that attacker over")
     payload = read_torch_file(path, f"--resume: {path}", hint="; delete it to start over")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "nets" not in payload:
         raise PPVIError(f"--resume: {path} is not a ppvi attack checkpoint")
@@ -230,9 +234,10 @@ def load_attack_checkpoint(path: Path, params: dict) -> dict:
     return payload
 
 
-def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path, folder: Path, resume: bool,
+def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path, folder: RunFolder, resume: bool,
                    workers: int, device: torch.device, on_progress: Progress | None = None) -> list[dict]:
-    """Train (or resume) `attacker` on the public pairs; checkpoint to `folder` after every epoch.
+    """Train (or resume) `attacker` on the public pairs; checkpoint to `folder` (its `NAME/attack_last.pt`)
+    after every epoch.
 
     Returns the history: one `{"epoch", "l1", ...}` per epoch, each term the epoch's mean (l1 on
     [-1, 1] pixels: x127.5 for 8-bit levels).
@@ -241,9 +246,9 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
     shuffle = torch.Generator().manual_seed(derived_seed(params["seed"], "attack-shuffle") % 2**63)
     history: list[dict] = []
     start = 0
-    path = folder / CHECKPOINT
-    if resume and path.exists():  # --resume on a fresh folder starts afresh, as training does
-        payload = load_attack_checkpoint(path, params)
+    relpath = f"{attacker.name}/{CHECKPOINT}"
+    if resume and folder.entry(relpath) is not None:  # --resume on a fresh folder starts afresh, as training does
+        payload = load_attack_checkpoint(folder, relpath, params)
         for name, net in attacker.nets().items():
             net.load_state_dict(payload["nets"][name]["state_dict"])
         for name, opt in attacker.optimizers.items():
@@ -256,7 +261,6 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
     batch_size = params["batch_size"]
     total = (params["epochs"] - start) * math.ceil(len(data) / batch_size)
     done = 0
-    folder.mkdir(parents=True, exist_ok=True)
     for epoch in range(start, params["epochs"]):
         order = torch.randperm(len(data), generator=shuffle).tolist()
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -273,19 +277,19 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
             if on_progress:
                 on_progress(f"attack {attacker.name}: train", done, total)
         history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
-        save_attack_checkpoint(path, attacker, epoch + 1, shuffle, history, params)
+        save_attack_checkpoint(folder, relpath, attacker, epoch + 1, shuffle, history, params)
     return history
 
 
-def _write_png_atomic(path: Path, pixels: np.ndarray) -> None:
+def _png(pixels: np.ndarray) -> Callable[[BinaryIO], None]:
     # PNG whatever the mirrored name's suffix: the file must hold exactly the pixels measured.
-    with atomic_open(path, "wb") as fh:
-        Image.fromarray(pixels).save(fh, format="PNG")
+    return lambda fh: Image.fromarray(pixels).save(fh, format="PNG")
 
 
-def recover_split(attacker: RecoveryAttacker, test: list[Record], anon: Path, recovered_root: Path,
+def recover_split(attacker: RecoveryAttacker, test: list[Record], anon: Path, folder: RunFolder,
                   device: torch.device, on_progress: Progress | None = None) -> list[dict]:
-    """Recover every test image, store it, and score it and its protected input against the original.
+    """Recover every test image, store it (`folder`'s `NAME/recovered/<relpath>`, one commit per
+    batch), and score it and its protected input against the original.
 
     Returns one row per image: path, modality, ssim/psnr (recovered) and protected_ssim/protected_psnr,
     all at the working size on 8-bit pixels; a refining attacker adds network_ssim/network_psnr, the
@@ -310,8 +314,9 @@ def recover_split(attacker: RecoveryAttacker, test: list[Record], anon: Path, re
                   "protected_": batch_ssim_psnr(reference, protected.permute(0, 2, 3, 1).numpy())}
         if refines:
             scores["network_"] = batch_ssim_psnr(reference, to_pixels(network))
+        folder.commit([folder.stage(f"{attacker.name}/{RECOVERED}/{rec.relpath}", _png(recovered[i]))
+                       for i, rec in enumerate(batch)])
         for i, rec in enumerate(batch):
-            _write_png_atomic(recovered_root / rec.relpath, recovered[i])
             row = {"path": rec.relpath, "modality": rec.modality}
             for prefix, (ssim, psnr) in scores.items():
                 row.update({f"{prefix}ssim": float(ssim[i]), f"{prefix}psnr": float(psnr[i])})
