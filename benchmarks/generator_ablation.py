@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppvi_cli.anonymize.conventional import mosaic
+from ppvi_cli.data.transforms import mosaic
 from ppvi_cli.anonymize.generator import GENERATOR_OF, translate
 from ppvi_cli.data.imageio import read_image
 from ppvi_cli.data.readers import load_dataset
@@ -58,9 +58,10 @@ from ppvi_cli.metrics.protocols import evaluate
 from ppvi_cli.models.checkpoint import load_checkpoint
 from ppvi_cli.models.dual_stream import modality_tensor
 from ppvi_cli.runinfo import stamp
-from ppvi_cli.train.gan import CHECKPOINT, embed, load_run, restore_net
-from ppvi_cli.train.ppa import PPAConfig, train_ppa
-from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid
+from ppvi_cli.train.generators.gan import CHECKPOINT, embed
+from ppvi_cli.models.generator_checkpoint import load_run, restore_net
+from ppvi_cli.train.generators.ppa import PPAConfig, train_ppa
+from ppvi_cli.train.generators.securereid import SecureReIDConfig, train_securereid
 
 SHARED_MOBILENET = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / \
     "mobilenetv2_imagenet_features_torchvision.pt"

@@ -240,7 +240,7 @@ def attack_rerun(data: Path, work: Path, sizes: Sizes, device) -> Row:
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset
     from ppvi_cli.models.checkpoint import read_torch_file
-    from ppvi_cli.train.attack import CHECKPOINT, AttackConfig, run_attack
+    from ppvi_cli.attack.run import CHECKPOINT, AttackConfig, run_attack
 
     anon = work / "mosaic"
     anonymize_dataset(build_method("mosaic", block=max(1, sizes.size[0] // 11)), data, anon, fmt="sysu")
@@ -264,7 +264,7 @@ def bare_train_rate(sizes: Sizes, device, batch: int) -> float:
     from ppvi_cli.device import deterministic
     from ppvi_cli.models.config import ModelConfig
     from ppvi_cli.models.reid import build_model
-    from ppvi_cli.train.losses import AGWLoss
+    from ppvi_cli.train.reid.losses import AGWLoss
 
     torch.manual_seed(0)
     classes = max(2, batch // 4)
@@ -290,7 +290,7 @@ def bare_train_rate(sizes: Sizes, device, batch: int) -> float:
 
 def training(data: Path, work: Path, sizes: Sizes, device) -> list[Row]:
     from ppvi_cli.models.checkpoint import load_checkpoint
-    from ppvi_cli.train.trainer import TrainConfig, train_reid
+    from ppvi_cli.train.reid.trainer import TrainConfig, train_reid
 
     summaries, hashes = [], []
     for name in ("train_a", "train_b"):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ppvi_cli.data.imageio import list_images, read_image
 from ppvi_cli.data.synth import SynthConfig, split_ids, synthesize
-from ppvi_cli.data.synth_model import INFRARED_CAMERAS
+from ppvi_cli.data.synth.model import INFRARED_CAMERAS
 
 _PATH = re.compile(r"^cam(\d+)/(\d+)/\d+\.jpg$")
 

@@ -32,7 +32,7 @@ from ppvi_cli.device import select_device
 from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import stamp
-from ppvi_cli.train.losses import AGWLoss
+from ppvi_cli.train.reid.losses import AGWLoss
 
 NUM_CLASSES = 64
 MODES = ("fp32", "channels_last", "amp", "cl+amp", "compile")

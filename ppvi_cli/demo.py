@@ -120,7 +120,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     from ppvi_cli.report.grids import method_grid, pick_examples
     from ppvi_cli.report.tables import make_report
     from ppvi_cli.runinfo import stamp
-    from ppvi_cli.train.attack import AttackConfig, run_attack
+    from ppvi_cli.attack.run import AttackConfig, run_attack
 
     needed = [config.weights, *(config.generators[m] for m in config.methods if m in config.generators)]
     for path in needed:

@@ -15,7 +15,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from conftest import REPO, run_cli
 from ppvi_cli.errors import GateFailed, PPVIError
-from ppvi_cli.train.attack import AttackConfig, attack_splits, check_gate, run_attack
+from ppvi_cli.attack.run import AttackConfig, attack_splits, check_gate, run_attack
 from ppvi_cli.validate import parse_size
 
 SIZE = (64, 32)

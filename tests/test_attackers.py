@@ -10,11 +10,11 @@ from PIL import Image
 
 from conftest import REPO, run_cli
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.train.attack import AttackConfig, parse_attackers, run_attack, worst_case
-from ppvi_cli.train.attack_data import to_model
-from ppvi_cli.train.attack_recovery import (AuthorizedFeatures, RecoveryAttacker, discriminator_loss,
+from ppvi_cli.attack.run import AttackConfig, parse_attackers, run_attack, worst_case
+from ppvi_cli.attack.data import to_model
+from ppvi_cli.attack.recovery import (AuthorizedFeatures, RecoveryAttacker, discriminator_loss,
                                             identity_distance, patch_layers)
-from ppvi_cli.train.gan import adversarial_loss
+from ppvi_cli.train.generators.gan import adversarial_loss
 
 DEMO_MODEL = REPO / "weights" / "demo_dual_stream.pt"
 SIZE = (64, 32)
@@ -39,7 +39,7 @@ def synth(tmp_path_factory):
 def _pairs(root: Path, count: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(protected, original, modality) of the first `count` visible images, in [-1, 1]."""
     from ppvi_cli.data.readers import load_dataset
-    from ppvi_cli.train.attack_data import load_pair
+    from ppvi_cli.attack.data import load_pair
 
     records = [r for r in load_dataset(root / "raw", "sysu").records() if r.modality == "visible"][:count]
     pairs = [load_pair(r, root / "blur", SIZE) for r in records]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from ppvi_cli.anonymize.conventional import gaussian_blur, gaussian_noise, mosaic
+from ppvi_cli.data.transforms import gaussian_blur, gaussian_noise, mosaic
 from ppvi_cli.anonymize.methods import build_method, load_methods
 from ppvi_cli.errors import PPVIError
 

@@ -279,7 +279,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("recipe", ["agw", "pepr"])
 def test_train_reid_killed_on_cuda1_resumes_on_cuda0_to_the_cpu_weights(world, tmp_path, monkeypatch, recipe):
     from fake_cuda import fake_cuda
-    from ppvi_cli.train.trainer import TrainConfig, train_reid
+    from ppvi_cli.train.reid.trainer import TrainConfig, train_reid
 
     straight = invoke("--device", "cpu", *_reid_args(world, tmp_path / "cpu", recipe))
     assert straight["device"] == "cpu"
@@ -346,14 +346,14 @@ GEN = ["--input-size", "64x32", "--num-downs", "5", "--ngf", "4", "--ndf", "4", 
 
 
 def _nets(path: Path) -> dict[str, dict[str, torch.Tensor]]:
-    from ppvi_cli.train.gan import load_run
+    from ppvi_cli.models.generator_checkpoint import load_run
 
     return {name: entry["state_dict"] for name, entry in load_run(path)["nets"].items()}
 
 
 def test_generators_train_resume_anonymize_and_recover_on_cuda_like_on_the_cpu(world, tmp_path, monkeypatch):
     from fake_cuda import fake_cuda
-    from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid
+    from ppvi_cli.train.generators.securereid import SecureReIDConfig, train_securereid
 
     data = str(world["data"])
     securereid = ["train", "generator", "--recipe", "securereid", "--data", data, "--epochs", "2", *GEN]
@@ -400,7 +400,7 @@ def test_attack_killed_on_cuda1_resumes_on_cuda0_like_the_cpu_run(world, tmp_pat
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset
     from ppvi_cli.runfolder import RunFolder, stored_identity
-    from ppvi_cli.train.attack import CHECKPOINT, AttackConfig, run_attack
+    from ppvi_cli.attack.run import CHECKPOINT, AttackConfig, run_attack
 
     anon = tmp_path / "mosaic"
     anonymize_dataset(build_method("mosaic", block=4), world["data"], anon, fmt="sysu")

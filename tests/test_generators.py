@@ -20,9 +20,10 @@ from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import load_checkpoint
 from ppvi_cli.models.dual_unet import DualUNetGenerator
 from ppvi_cli.models.mask_head import MaskHead
-from ppvi_cli.train.gan import CHECKPOINT, load_run, lr_factor, restore_net
-from ppvi_cli.train.ppa import PPAConfig, anno_loss, dcma_loss, kpr_loss, train_ppa
-from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid, upgrade_decision
+from ppvi_cli.train.generators.gan import CHECKPOINT, lr_factor
+from ppvi_cli.models.generator_checkpoint import load_run, restore_net
+from ppvi_cli.train.generators.ppa import PPAConfig, anno_loss, dcma_loss, kpr_loss, train_ppa
+from ppvi_cli.train.generators.securereid import SecureReIDConfig, train_securereid, upgrade_decision
 
 from conftest import run_cli
 
@@ -150,8 +151,8 @@ def test_upgrade_checks_log_the_recovery_of_the_held_out_images(securereid_run):
     """The last check ran on the final networks: G_Y on G_X's 8-bit output, scored by scikit-image."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from ppvi_cli.train.gan import train_records
-    from ppvi_cli.train.securereid import split_validation
+    from ppvi_cli.train.generators.gan import train_records
+    from ppvi_cli.train.generators.securereid import split_validation
 
     config, summary, _ = securereid_run
     payload = load_run(Path(config.out) / CHECKPOINT)

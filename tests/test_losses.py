@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppvi_cli.train.losses import AGWLoss, CenterLoss, CrossEntropyLabelSmooth, WeightedRegularizedTriplet
+from ppvi_cli.train.reid.losses import AGWLoss, CenterLoss, CrossEntropyLabelSmooth, WeightedRegularizedTriplet
 
 
 def _batch(seed: int = 0, n_ids: int = 4, per_id: int = 3, dim: int = 8, scale: float = 1.0):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.reid import build_model
-from ppvi_cli.train.pepr import (AdvIDLoss, BatchHardTriplet, DeIDDecoder, PEPRLoss, pixelate,
+from ppvi_cli.train.reid.pepr import (AdvIDLoss, BatchHardTriplet, DeIDDecoder, PEPRLoss, pixelate,
                                  uniform_divergence)
 
 

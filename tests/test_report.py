@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
     from ppvi_cli.measure import chaos_report, privacy_report
     from ppvi_cli.metrics.features import FeatureSet
     from ppvi_cli.metrics.protocols import evaluate_settings
-    from ppvi_cli.train.attack import AttackConfig, run_attack
+    from ppvi_cli.attack.run import AttackConfig, run_attack
 
     root = tmp_path_factory.mktemp("report")
     raw = root / "synthvi"

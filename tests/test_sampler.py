@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.train.sampler import PKBatchSampler
+from ppvi_cli.train.reid.sampler import PKBatchSampler
 
 
 def vi_labels(ids=10, per=5):

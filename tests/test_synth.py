@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from conftest import REPO
 from ppvi_cli.data.synth import CAMERAS, SynthConfig, split_ids, synthesize
-from ppvi_cli.data.synth_draw import Canvas, draw_person
-from ppvi_cli.data.synth_model import (COCO_KEYPOINTS, KP, VIEWS, sample_camera, sample_identity, sample_shot,
+from ppvi_cli.data.synth.draw import Canvas, draw_person
+from ppvi_cli.data.synth.model import (COCO_KEYPOINTS, KP, VIEWS, sample_camera, sample_identity, sample_shot,
                                        skeleton)
-from ppvi_cli.data.synth_scene import make_backdrop, render_image
+from ppvi_cli.data.synth.scene import make_backdrop, render_image
 from ppvi_cli.data.sysu_mm01 import read as read_sysu
 from ppvi_cli.errors import PPVIError
 

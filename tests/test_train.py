@@ -21,9 +21,9 @@ from ppvi_cli.data.readers import load_dataset
 from ppvi_cli.data.synth import SynthConfig, synthesize
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import load_checkpoint
-from ppvi_cli.train.schedule import StepSchedule
-from ppvi_cli.train.trainer import TrainConfig, train_reid
-from ppvi_cli.train.trainer_data import TrainImages, training_records
+from ppvi_cli.train.reid.schedule import StepSchedule
+from ppvi_cli.train.reid.trainer import TrainConfig, train_reid
+from ppvi_cli.train.reid.data import TrainImages, training_records
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(backbone="mobilenetv2", pretrained="none", p=3, k=2, input_size=(64, 32), device="cpu")
@@ -172,7 +172,7 @@ def test_hybrid_training_sums_the_loss_over_raw_and_anonymized(synth, tmp_path):
 DDP_SCRIPT = """
 import json, os, sys
 from pathlib import Path
-from ppvi_cli.train.trainer import TrainConfig, train_reid
+from ppvi_cli.train.reid.trainer import TrainConfig, train_reid
 summary = train_reid(TrainConfig(data=Path(sys.argv[1]), out=Path(sys.argv[2]), epochs=1, backbone="mobilenetv2",
                                  pretrained="none", p=2, k=2, input_size=(64, 32), device="cpu", recipe=sys.argv[4]))
 report = {"world": summary["world_size"], "steps": summary["final"]["steps"]}

@@ -14,7 +14,7 @@ from ppvi_cli.data.synth import SynthConfig, synthesize
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import load_checkpoint
 from ppvi_cli.train.config_file import read_config
-from ppvi_cli.train.trainer import TrainConfig
+from ppvi_cli.train.reid.trainer import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ["--backbone", "mobilenetv2", "--pretrained", "none", "-P", "3", "-K", "2", "--size", "64x32", "--epochs", "1"]
@@ -50,7 +50,7 @@ def test_bad_config_files_fail_in_one_line_naming_the_key(tmp_path, text, messag
 
 def _captured_config(monkeypatch, args: list[str]) -> TrainConfig:
     """The TrainConfig `ppvi train reid ARGS` would train with (the training itself replaced)."""
-    import ppvi_cli.train.trainer as trainer
+    import ppvi_cli.train.reid.trainer as trainer
 
     seen = []
 

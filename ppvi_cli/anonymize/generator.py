@@ -31,18 +31,17 @@ def translate(net: torch.nn.Module, images: Sequence[np.ndarray], modalities: Se
     On CUDA the network runs under `device.deterministic` (its transposed convolutions would
     otherwise pick run-dependent algorithms), so a re-run writes the same bytes.
     """
-    from ppvi_cli.data.transforms import resize, to_tensor
     from ppvi_cli.device import deterministic
     from ppvi_cli.models.dual_stream import modality_tensor
-    from ppvi_cli.train.gan import from_gan, to_gan, to_uint8
+    from ppvi_cli.data.transforms import from_signed, resize, to_hwc, to_signed, to_tensor, to_uint8
 
     batch = torch.stack([resize(to_tensor(im), size) for im in images]).to(device)
     args = () if modalities is None else (modality_tensor(modalities),)  # routed on the host
     with torch.no_grad(), deterministic(device):
-        out = from_gan(net(to_gan(batch), *args))
+        out = from_signed(net(to_signed(batch), *args))
     results = []
     for im, y in zip(images, out):
-        pixels = to_uint8(resize(y, im.shape[:2])[None])[0]
+        pixels = to_hwc(to_uint8(resize(y, im.shape[:2])[None]))[0]
         if im.ndim == 2:
             pixels = np.round(pixels.astype(np.float64).mean(axis=2)).astype(np.uint8)
         results.append(pixels)
@@ -71,7 +70,7 @@ class _CheckpointMethod(Method):
     def setup(self, device: str = "auto") -> dict:
         from ppvi_cli.device import select_device
         from ppvi_cli.runinfo import file_sha256
-        from ppvi_cli.train.gan import load_run, restore_net
+        from ppvi_cli.models.generator_checkpoint import load_run, restore_net
 
         if not self.checkpoint:
             raise PPVIError(f"method {self.name} needs --checkpoint CKPT: the checkpoint.pt of a "

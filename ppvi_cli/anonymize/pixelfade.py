@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ppvi_cli.anonymize.methods import METHODS, Method, Protected
 from ppvi_cli.data.records import Record
-from ppvi_cli.data.transforms import denormalize, normalize, resize, to_tensor
+from ppvi_cli.data.transforms import denormalize, normalize, resize, to_tensor, to_uint8
 from ppvi_cli.device import deterministic
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.validate import check_number
@@ -162,11 +162,6 @@ def constraint_eps(params: "PixelFade", target: torch.Tensor) -> torch.Tensor:
     if params.eps_scale == "energy":
         return params.eps * target.double().pow(2).mean(dim=1)
     return torch.full((target.shape[0],), params.eps, dtype=torch.float64, device=target.device)
-
-
-def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    """`[B, 3, H, W]` float pixels in [0, 1] units -> uint8 (clipped, rounded half to even)."""
-    return pixels.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
 
 
 @METHODS.register("pixelfade")

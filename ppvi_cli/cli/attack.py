@@ -107,7 +107,7 @@ def attack(
     with the weights of an uninterrupted run. The gates apply to every modality's worst case: exit 1 when
     one is above its limit.
     """
-    from ppvi_cli.train.attack import AttackConfig, check_gate, parse_attackers, run_attack
+    from ppvi_cli.attack.run import AttackConfig, check_gate, parse_attackers, run_attack
     from ppvi_cli.validate import parse_size
 
     given = {"epochs": epochs, "arch": arch, "ngf": ngf, "batch_size": batch_size, "lr": lr, "workers": workers,

@@ -74,11 +74,11 @@ def train_generator(
     kwargs.update(data=str(data), out=str(out), format=data_format, init=init, workers=workers,
                   seed=effective_seed(ctx, seed), device=effective_device(ctx, device))
     if recipe == "securereid":
-        from ppvi_cli.train.securereid import SecureReIDConfig, train_securereid
+        from ppvi_cli.train.generators.securereid import SecureReIDConfig, train_securereid
 
         config, train = SecureReIDConfig(**kwargs, upgrade=not no_upgrade, hold_out=hold_out), train_securereid
     else:
-        from ppvi_cli.train.ppa import PPAConfig, train_ppa
+        from ppvi_cli.train.generators.ppa import PPAConfig, train_ppa
 
         extra = {"teacher": str(teacher) if teacher else None, "teacher_epochs": teacher_epochs, "pose": pose}
         config = PPAConfig(**kwargs, **{k_: v for k_, v in extra.items() if v is not None}, kpr=not no_kpr,
@@ -219,7 +219,7 @@ def export(
 
         emit(ctx, summary, human)
         return
-    from ppvi_cli.train.gan import export_run
+    from ppvi_cli.models.generator_checkpoint import export_run
 
     summary = export_run(checkpoint, out, half=half)
 

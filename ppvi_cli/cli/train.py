@@ -57,7 +57,7 @@ def reid(
     `--config runs/a/run.json --out runs/b` replays run a into b; add flags to vary it.
     """
     from ppvi_cli.train.config_file import read_config
-    from ppvi_cli.train.trainer import TrainConfig, train_reid
+    from ppvi_cli.train.reid.trainer import TrainConfig, train_reid
 
     # TrainConfig field -> (function parameter, value as the field takes it)
     flags = {"data": ("data", data), "out": ("out", out), "format": ("fmt_name", fmt_name), "anon": ("anon", anon),

@@ -80,7 +80,7 @@ def check_ids(public: Sequence[Record], test: Sequence[Record], p: int) -> None:
 
 def train_config(config, used_fmt: str, folder: Path, public_label: tuple[str, ...]):
     """The trainer's config of the attacker's ReID model (hybrid raw + protected, in `folder/reid`)."""
-    from ppvi_cli.train.trainer import TrainConfig
+    from ppvi_cli.train.reid.trainer import TrainConfig
 
     return TrainConfig(data=Path(config.raw), out=folder / REID_DIR, format=used_fmt, anon=Path(config.anon),
                        backbone=config.linkage_backbone, pretrained=config.linkage_pretrained,
@@ -129,7 +129,7 @@ def run_linkage(config, public: list[Record], split: LinkageSplit, used_fmt: str
                 folder: Path, device, on_progress: Progress | None = None) -> dict:
     """Train (or resume) the attacker's ReID model and score the linkage; returns its attack.json section."""
     from ppvi_cli.models.checkpoint import load_checkpoint
-    from ppvi_cli.train.trainer import train_reid
+    from ppvi_cli.train.reid.trainer import train_reid
 
     def progress(done: int, total: int, _stats: dict) -> None:
         if on_progress:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ppvi_cli.data.synth_draw import Canvas, draw_person
-from ppvi_cli.data.synth_model import CLOTH_PALETTE, Camera, Identity, Shot, skeleton
+from ppvi_cli.data.synth.draw import Canvas, draw_person
+from ppvi_cli.data.synth.model import CLOTH_PALETTE, Camera, Identity, Shot, skeleton
 
 MARGIN = 0.2  # the camera background is this much larger than the image, so each shot can shift it
 

@@ -4,7 +4,7 @@ One step: a PK batch (P ids x K images, per modality for VI data) -> model -> AG
 (label-smoothed CE + WRT triplet + 0.0005 center). Hybrid (SecureReID) training adds the same loss on
 the anonymized twins of the same batch: L_AGW(x) + L_AGW(anon(x)), one forward over both forms (so
 DDP sees one forward per step and BatchNorm sees both forms, as a joint batch would).
-`recipe="pepr"` swaps the AGW loss for PEPR-Net's (triplet + De-ID decoder + Adv-ID, `train/pepr.py`):
+`recipe="pepr"` swaps the AGW loss for PEPR-Net's (triplet + De-ID decoder + Adv-ID, `train/reid/pepr.py`):
 the decoder and the identity adversary train in the same optimizer as the encoder, and the model's
 identity head (BNNeck scale, classifier), which PEPR does not use, is frozen.
 Optimizer: Adam 3.5e-4, weight decay 5e-4 (AGW's single-modality recipe, also used here for VI
@@ -40,13 +40,13 @@ from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.pretrained import load_pretrained
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import seed_everything, stamp
-from ppvi_cli.train.losses import AGWLoss
-from ppvi_cli.train.pepr import LAMBDAS as PEPR_LAMBDAS, PEPRLoss, check_lambdas
-from ppvi_cli.train.sampler import PKBatchSampler
-from ppvi_cli.train.schedule import StepSchedule
+from ppvi_cli.train.reid.losses import AGWLoss
+from ppvi_cli.train.reid.pepr import LAMBDAS as PEPR_LAMBDAS, PEPRLoss, check_lambdas
+from ppvi_cli.train.reid.sampler import PKBatchSampler
+from ppvi_cli.train.reid.schedule import StepSchedule
 from ppvi_cli.data.inputs import check_mirror
-from ppvi_cli.train.trainer_data import VI_FORMATS, TrainImages, default_splits, training_records
-from ppvi_cli.train.trainer_run import RunDir
+from ppvi_cli.train.reid.data import VI_FORMATS, TrainImages, default_splits, training_records
+from ppvi_cli.train.reid.run import RunDir
 
 DEFAULT_LR = {"adam": 3.5e-4, "sgd": 0.1}
 RECIPES = ("agw", "pepr")

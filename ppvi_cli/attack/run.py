@@ -2,8 +2,8 @@
 
 Every attacker can run the protection on a public set (the dataset's train ids), learns there, and
 is scored on the test ids. Recovery attackers (`l1` the papers', `gan`, `identity`;
-`train/attack_recovery.py`) turn protected images back into images, scored by SSIM/PSNR against
-the originals; the linkage attacker (`train/attack_linkage.py`) re-identifies protected images
+`attack/recovery.py`) turn protected images back into images, scored by SSIM/PSNR against
+the originals; the linkage attacker (`attack/linkage.py`) re-identifies protected images
 against raw photos, scored by rank-1/mAP/mINP. Privacy per modality is the worst case: the highest
 recovered SSIM, the highest recovered PSNR and the highest linkage rank-1 of any attacker run, and
 the gates apply to it.
@@ -34,8 +34,8 @@ from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
 from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import stamp
-from ppvi_cli.train.attack_data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
-from ppvi_cli.train.attack_recovery import (CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, Progress, load_attack_checkpoint)
+from ppvi_cli.attack.data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
+from ppvi_cli.attack.recovery import (CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, Progress, load_attack_checkpoint)
 
 ATTACKERS = (*RECOVERY_ATTACKERS, "linkage")
 # pix2pix names a UNet by the square input its bottleneck reduces to 1x1: unet_N has log2(N) steps.
@@ -261,9 +261,9 @@ def _prechecks(config: AttackConfig, folder: RunFolder, public: list[Record], us
         if name in RECOVERY_ATTACKERS and folder.entry(relpath) is not None:
             load_attack_checkpoint(folder, relpath, attacker_params(config, name, model_sha256))
     if "linkage" in config.attackers:
-        from ppvi_cli.train.attack_linkage import train_config
-        from ppvi_cli.train.trainer import resolve
-        from ppvi_cli.train.trainer_run import RunDir
+        from ppvi_cli.attack.linkage import train_config
+        from ppvi_cli.train.reid.trainer import resolve
+        from ppvi_cli.train.reid.run import RunDir
 
         train = train_config(config, used, folder.path("linkage"), label)
         RunDir(train.out).check(resolve(train, used, {r.modality for r in public}).args(), True)
@@ -280,8 +280,8 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
     `chance` and `authorized`. The gate is reported, not raised: `check_gate(summary)` raises it.
     """
     from ppvi_cli.device import select_device
-    from ppvi_cli.train.attack_linkage import check_ids, linkage_split
-    from ppvi_cli.train.attack_recovery import AuthorizedFeatures
+    from ppvi_cli.attack.linkage import check_ids, linkage_split
+    from ppvi_cli.attack.recovery import AuthorizedFeatures
 
     config.validate()
     raw, anon = Path(config.raw), Path(config.anon)
@@ -310,8 +310,8 @@ def _run_attackers(config: AttackConfig, folder: RunFolder, public: list[Record]
     """Train and score every attacker into the open run folder; returns the summary (not yet written)."""
     from ppvi_cli.device import deterministic
     from ppvi_cli.report.grids import method_grid, pick_examples
-    from ppvi_cli.train.attack_linkage import run_linkage
-    from ppvi_cli.train.attack_recovery import RecoveryAttacker, recover_split, train_recovery
+    from ppvi_cli.attack.linkage import run_linkage
+    from ppvi_cli.attack.recovery import RecoveryAttacker, recover_split, train_recovery
 
     raw, anon, out = Path(config.raw), Path(config.anon), folder.root
     sections, columns = {}, {"original": raw, "protected": anon}

@@ -14,7 +14,7 @@ import torch
 
 from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.records import Record
-from ppvi_cli.data.transforms import resize, to_tensor
+from ppvi_cli.data.transforms import from_signed, resize, to_hwc, to_signed, to_tensor, to_uint8
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.runinfo import derived_seed
 
@@ -90,9 +90,9 @@ class PairImages(torch.utils.data.Dataset):
 
 def to_model(images: torch.Tensor) -> torch.Tensor:
     """uint8 `[B, 3, H, W]` -> float in [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
+    return to_signed(images.float() / 255.0)
 
 
 def to_pixels(images: torch.Tensor) -> np.ndarray:
-    """Model output `[B, 3, H, W]` in [-1, 1] -> uint8 `[B, H, W, 3]` as stored."""
-    return images.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """Model output `[B, 3, H, W]` in [-1, 1] -> uint8 `[B, H, W, 3]` as stored (`transforms.to_uint8`'s rule)."""
+    return to_hwc(to_uint8(from_signed(images)))

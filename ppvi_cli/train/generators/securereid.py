@@ -39,11 +39,10 @@ from ppvi_cli.errors import PPVIError
 from ppvi_cli.metrics.image_quality import batch_ssim_psnr
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
 from ppvi_cli.runinfo import derived_seed
-from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, GeneratorTrainConfig, PairedImages, adversarial_loss,
-                                build_reid, embed, from_gan, loader, lr_factor, reid_input, restore_net,
-                                GeneratorRun, run_epochs, save_run, set_lr, set_requires_grad, to_gan, to_uint8,
-                                train_records, write_jsonl)
-from ppvi_cli.train.sampler import PKBatchSampler
+from ppvi_cli.train.generators.gan import CHECKPOINT, GEN_BETAS, GeneratorTrainConfig, PairedImages, adversarial_loss, build_reid, embed, loader, lr_factor, reid_input, GeneratorRun, run_epochs, set_lr, set_requires_grad, train_records, write_jsonl
+from ppvi_cli.models.generator_checkpoint import restore_net, save_run
+from ppvi_cli.data.transforms import from_signed, to_hwc, to_signed, to_uint8
+from ppvi_cli.train.reid.sampler import PKBatchSampler
 
 RECIPE = "securereid"
 
@@ -173,8 +172,8 @@ class _Run(GeneratorRun):
 
     def step(self, raw: torch.Tensor, sup: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg, reid = self.config, self.reid
-        x = to_gan(raw)
-        m = self.supervision(x, to_gan(sup))
+        x = to_signed(raw)
+        m = self.supervision(x, to_signed(sup))
         p = self.g_x(x)
         r = self.g_y(p)
 
@@ -194,7 +193,7 @@ class _Run(GeneratorRun):
         r_adv = adversarial_loss(self.d_x(torch.cat([p, r], 1)), True)
         r_l1 = (r - x).abs().mean()
         feat_raw, logits_raw = reid.model(reid_input(raw, reid.config))
-        feat_anon, logits_anon = reid.model(reid_input(from_gan(p), reid.config))
+        feat_anon, logits_anon = reid.model(reid_input(from_signed(p), reid.config))
         reid_raw, _ = reid.loss(feat_raw, logits_raw, labels)
         reid_anon, _ = reid.loss(feat_anon, logits_anon, labels)
         total = g_adv + cfg.lambda_l1 * g_l1 + r_adv + cfg.lambda_l1 * r_l1 + reid_raw + reid_anon
@@ -250,11 +249,11 @@ class _Run(GeneratorRun):
         val = PairedImages(self.val, self.config, None)
         for raw, des, _, modality, _, _ in loader(val, batch_size=64, workers=self.config.workers):
             raw, des, modality = raw.to(self.device), des.to(self.device), modality.to(self.device)
-            anon_u8 = to_uint8(from_gan(self.g_x(to_gan(raw))))  # what a file would hold
+            anon_u8 = to_hwc(to_uint8(from_signed(self.g_x(to_signed(raw)))))  # what a file would hold
             anon = torch.from_numpy(anon_u8).permute(0, 3, 1, 2).to(self.device).float() / 255
-            rec = from_gan(self.g_y(to_gan(anon)))
-            raw_u8 = to_uint8(raw)
-            for name, other in (("anon", anon_u8), ("des", to_uint8(des)), ("rec", to_uint8(rec))):
+            rec = from_signed(self.g_y(to_signed(anon)))
+            raw_u8 = to_hwc(to_uint8(raw))
+            for name, other in (("anon", anon_u8), ("des", to_hwc(to_uint8(des))), ("rec", to_hwc(to_uint8(rec)))):
                 ssim, psnr = batch_ssim_psnr(raw_u8, other)
                 sums[f"ssim_{name}"] += float(ssim.sum())
                 sums[f"psnr_{name}"] += float(np.minimum(psnr, 100.0).sum())  # identical pairs count as 100 dB

@@ -47,8 +47,8 @@ from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
 from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import derived_seed
-from ppvi_cli.train.attack_data import PairImages, load_pair, to_model, to_pixels
-from ppvi_cli.train.gan import GEN_BETAS, adversarial_loss, set_requires_grad
+from ppvi_cli.attack.data import PairImages, load_pair, to_model, to_pixels
+from ppvi_cli.train.generators.gan import GEN_BETAS, adversarial_loss, set_requires_grad
 
 RECOVERY_ATTACKERS = ("l1", "gan", "identity")
 CHECKPOINT, RECOVERED = "attack_last.pt", "recovered"

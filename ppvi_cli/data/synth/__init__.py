@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 
 from ppvi_cli.data.imageio import write_image_atomic, write_text_atomic
-from ppvi_cli.data.synth_model import (COCO_KEYPOINTS, INFRARED_CAMERAS, VISIBLE_CAMERAS, sample_camera,
+from ppvi_cli.data.synth.model import (COCO_KEYPOINTS, INFRARED_CAMERAS, VISIBLE_CAMERAS, sample_camera,
                                        sample_identity, sample_shot)
-from ppvi_cli.data.synth_scene import make_backdrop, render_image
+from ppvi_cli.data.synth.scene import make_backdrop, render_image
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.runinfo import derived_seed, stamp
 

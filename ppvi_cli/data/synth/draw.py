@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ppvi_cli.data.synth_model import KP, Garment, Identity, Shot
+from ppvi_cli.data.synth.model import KP, Garment, Identity, Shot
 
 Fill = np.ndarray | Callable[[np.ndarray, np.ndarray], np.ndarray]  # [4] or (ys [h,1], xs [1,w]) -> [h,w,4]
 FAR_SIDE = np.array([0.78, 0.78, 0.78, 0.96])  # limbs on the far side of a side view are in shadow

@@ -39,17 +39,15 @@ import torch.nn.functional as F
 
 from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.torch_dataset import label_map, modality_index
-from ppvi_cli.data.transforms import normalize, resize
+from ppvi_cli.data.transforms import from_signed, normalize, resize, to_signed
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.dual_unet import DualUNetGenerator
 from ppvi_cli.models.mask_head import MaskHead
 from ppvi_cli.models.unet import PatchDiscriminator, init_weights
 from ppvi_cli.pose.maps import RADIUS, guidance_maps, scale_keypoints
-from ppvi_cli.train.gan import (CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, GeneratorTrainConfig, PairedImages,
-                                adversarial_loss, build_reid, from_gan, loader, lr_factor, reid_input,
-                                GeneratorRun, run_epochs, save_run, set_lr, set_requires_grad, to_gan,
-                                train_records, write_jsonl)
-from ppvi_cli.train.sampler import PKBatchSampler
+from ppvi_cli.train.generators.gan import CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, GeneratorTrainConfig, PairedImages, adversarial_loss, build_reid, loader, lr_factor, reid_input, GeneratorRun, run_epochs, set_lr, set_requires_grad, train_records, write_jsonl
+from ppvi_cli.models.generator_checkpoint import save_run
+from ppvi_cli.train.reid.sampler import PKBatchSampler
 
 RECIPE = "ppa"
 KEYPOINTS = "keypoints.npz"
@@ -226,7 +224,7 @@ class _Run(GeneratorRun):
         infrared = (modality == 1).nonzero(as_tuple=True)[0]
         if len(visible) != len(infrared) or not torch.equal(labels[visible], labels[infrared]):
             raise RuntimeError("PPA batches must pair the j-th visible and j-th infrared image by id")
-        x, m = to_gan(raw), to_gan(sup)
+        x, m = to_signed(raw), to_signed(sup)
         y = self.g(x, modality)
 
         set_requires_grad([self.d_v, self.d_i], True)
@@ -244,7 +242,7 @@ class _Run(GeneratorRun):
                     for disc, idx in ((self.d_v, visible), (self.d_i, infrared)))
         g_l1 = (y - m).abs().mean()
         pooled_raw, neck_raw = reid.model.features(reid_input(raw, reid.config), modality)
-        pooled_anon, neck_anon = reid.model.features(reid_input(from_gan(y), reid.config), modality)
+        pooled_anon, neck_anon = reid.model.features(reid_input(from_signed(y), reid.config), modality)
         logits_raw, logits_anon = reid.model.head.classifier(neck_raw), reid.model.head.classifier(neck_anon)
         reid_raw, _ = reid.loss(pooled_raw, logits_raw, labels)
         reid_anon, _ = reid.loss(pooled_anon, logits_anon, labels)

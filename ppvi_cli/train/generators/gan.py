@@ -1,8 +1,7 @@
-"""What SecureReID and PPA training share: config, schedule, GAN loss, paired data, ReID helpers.
+"""What SecureReID and PPA training share: config, schedule, GAN loss, paired data, ReID helpers, the run folder.
 
-Images move through three ranges: uint8 files, `[0, 1]` floats (what the ReID model normalises
-with its own mean/std) and `[-1, 1]` (what the pix2pix generators read and write, `x * 2 - 1`).
-The supervision of the anonymization generator starts as a conventional desensitisation (mosaic,
+Pixel ranges and their conversions are `data/transforms.py`'s; the checkpoint file is
+`models/generator_checkpoint.py`'s. The supervision of the anonymization generator starts as a conventional desensitisation (mosaic,
 blur or noise) of the image resized to the training size, as SecureReID's code does.
 """
 
@@ -17,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from ppvi_cli.anonymize.conventional import gaussian_blur, gaussian_noise, mosaic
 from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.torch_dataset import modality_index
-from ppvi_cli.data.transforms import normalize, resize, to_tensor
+from ppvi_cli.data.transforms import (gaussian_blur, gaussian_noise, mosaic, normalize, resize, to_hwc, to_tensor,
+                                      to_uint8)
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.models.generator_checkpoint import load_run
 from ppvi_cli.pose.maps import flip_keypoints
 from ppvi_cli.runinfo import derived_seed
 
@@ -125,21 +125,6 @@ def set_requires_grad(modules: Sequence[nn.Module], flag: bool) -> None:
         module.requires_grad_(flag)
 
 
-def to_gan(images01: torch.Tensor) -> torch.Tensor:
-    """`[0, 1]` -> the generators' `[-1, 1]`."""
-    return images01 * 2.0 - 1.0
-
-
-def from_gan(images: torch.Tensor) -> torch.Tensor:
-    """The generators' `[-1, 1]` -> `[0, 1]`, clamped."""
-    return ((images + 1.0) / 2.0).clamp(0.0, 1.0)
-
-
-def to_uint8(images01: torch.Tensor) -> np.ndarray:
-    """`[B, 3, H, W]` in [0, 1] -> uint8 `[B, H, W, 3]` (round half up), as files store them."""
-    return (images01.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def desensitize(pixels: np.ndarray, config: GeneratorTrainConfig, seed: int) -> np.ndarray:
     """The conventional supervision image of uint8 `pixels` `[H, W, 3]` (noise drawn from `seed`)."""
     if config.init == "mosaic":
@@ -173,7 +158,7 @@ class PairedImages(Dataset):
             raw = resize(to_tensor(read_image(rec.path)), cfg.input_size)
         except ImageReadError as exc:
             raise PPVIError(f"cannot read training image {exc.path}: {exc.reason}") from None
-        pixels = to_uint8(raw[None])[0]
+        pixels = to_hwc(to_uint8(raw[None]))[0]
         raw = to_tensor(pixels)  # the 8-bit image the metrics compare against
         sup = to_tensor(desensitize(pixels, cfg, derived_seed(cfg.seed, f"supervision/{rec.relpath}")))
         kps = self.keypoints[i]
@@ -230,7 +215,7 @@ def build_reid(config: GeneratorTrainConfig, num_classes: int, dual_stream: bool
     from ppvi_cli.models.config import ModelConfig
     from ppvi_cli.models.pretrained import load_pretrained
     from ppvi_cli.models.reid import build_model
-    from ppvi_cli.train.losses import AGWLoss
+    from ppvi_cli.train.reid.losses import AGWLoss
 
     model_config = ModelConfig(num_classes=num_classes, backbone=config.backbone, dual_stream=dual_stream,
                                input_size=config.input_size)
@@ -266,134 +251,11 @@ def run_epochs(start: int, epochs: int, one_epoch: Callable[[int], dict], seed: 
         one_epoch(epoch)
 
 
-# --- run checkpoints: everything to resume training and to run inference, in one verified file ---
+# --- the run folder: the checkpoint file itself is models/generator_checkpoint.py's ---
 
-FORMAT = "ppvi-generator-checkpoint"
-FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.pt"
 # Fields that may change between a run and its resume (where it runs, how it logs).
 RESUMABLE = ("device", "workers", "log_every", "out")
-
-
-def build_net(kind: str, kwargs: dict, reid_config: dict | None = None) -> nn.Module:
-    """A freshly built network of a checkpoint entry; `reid_config` (a ModelConfig dict) for kind reid."""
-    from ppvi_cli.models.config import ModelConfig
-    from ppvi_cli.models.dual_unet import DualUNetGenerator
-    from ppvi_cli.models.mask_head import MaskHead
-    from ppvi_cli.models.reid import build_model
-    from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator
-    from ppvi_cli.train.losses import AGWLoss
-
-    builders = {"unet": UNetGenerator, "dual_unet": DualUNetGenerator, "patch": PatchDiscriminator,
-                "mask_head": MaskHead, "agw_loss": AGWLoss}
-    if kind == "reid":
-        return build_model(ModelConfig(**reid_config))
-    if kind not in builders:
-        raise PPVIError(f"unknown network kind {kind!r} in a generator checkpoint (written by a newer ppvi?)")
-    return builders[kind](**kwargs)
-
-
-def save_run(path, recipe: str, config: GeneratorTrainConfig, epoch: int,
-             nets: dict[str, tuple[str, dict, nn.Module]], reid_config: dict,
-             optimizers: dict[str, torch.optim.Optimizer], state: dict) -> dict[str, str]:
-    """Write a run checkpoint atomically; returns the SHA-256 of each network's weights.
-
-    `nets` maps a name to `(kind, constructor kwargs, module)`; `epoch` is the number of finished
-    epochs; `state` holds the recipe's plain bookkeeping (upgrade state, history). Tensors and plain
-    values only, so it loads with `torch.load(weights_only=True)`.
-    """
-    from dataclasses import asdict
-
-    from ppvi_cli import __version__
-    from ppvi_cli.atomic import atomic_open
-    from ppvi_cli.models.checkpoint import state_dict_sha256
-
-    entries = {}
-    for name, (kind, kwargs, module) in nets.items():
-        weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-        entries[name] = {"kind": kind, "kwargs": dict(kwargs), "state_dict": weights,
-                         "sha256": state_dict_sha256(weights)}
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "ppvi_version": __version__, "recipe": recipe,
-               "config": asdict(config), "epoch": epoch, "reid_config": reid_config, "nets": entries,
-               "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()}, "state": state}
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
-    return {name: entry["sha256"] for name, entry in entries.items()}
-
-
-def load_run(path, map_location="cpu") -> dict:
-    """Read and verify a run checkpoint (format, version, every network's SHA-256); PPVIError naming the file."""
-    from pathlib import Path
-
-    from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
-
-    path = Path(path)
-    if not path.is_file():
-        raise PPVIError(f"generator checkpoint {path}: no such file (the checkpoint.pt in a `ppvi train generator` "
-                        "--out folder)")
-    payload = read_torch_file(path, f"generator checkpoint {path}", map_location=map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise PPVIError(f"{path} is not a ppvi generator checkpoint (pass the checkpoint.pt of a "
-                        "`ppvi train generator` run)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise PPVIError(f"generator checkpoint {path}: format version {payload.get('format_version')!r} is not "
-                        f"{FORMAT_VERSION}; use the ppvi version that wrote it ({payload.get('ppvi_version')})")
-    for name, entry in payload["nets"].items():
-        if state_dict_sha256(entry["state_dict"]) != entry["sha256"]:
-            raise PPVIError(f"generator checkpoint {path}: weights of {name!r} do not match their SHA-256 "
-                            "(file corrupted or edited); re-copy or re-train it")
-    payload["path"] = str(path)
-    return payload
-
-
-def restore_net(payload: dict, name: str, device="cpu") -> nn.Module:
-    """The network `name` of a loaded checkpoint, weights in place, on `device`, in eval mode."""
-    entry = payload["nets"].get(name)
-    if entry is None:
-        raise PPVIError(f"generator checkpoint {payload.get('path')}: holds no {name!r} network "
-                        f"(a {payload.get('recipe')} run has {', '.join(payload['nets'])})")
-    net = build_net(entry["kind"], entry["kwargs"], payload.get("reid_config"))
-    net.load_state_dict(entry["state_dict"])
-    return net.to(device).eval()
-
-
-INFERENCE_NETS = {"securereid": ("g_x", "g_y"), "ppa": ("g",)}
-
-
-def export_run(path, out, half: bool = False) -> dict:
-    """Write the inference networks of run checkpoint `path` (SecureReID: G_X and G_Y; PPA: G) to `out`.
-
-    The file keeps the checkpoint format, so `anonymize --method generator` and `recover` read it, but
-    holds no discriminators, ReID model or optimizer state: a few MB instead of tens, not resumable.
-    `half` stores floating-point weights as float16 (half the size; they are cast back to float32
-    when loaded, so outputs move by a rounding). Returns what was written (networks, their SHA-256,
-    the source file's SHA-256).
-    """
-    from pathlib import Path
-
-    from ppvi_cli.atomic import atomic_open
-    from ppvi_cli.models.checkpoint import state_dict_sha256
-    from ppvi_cli.runinfo import file_sha256
-
-    from ppvi_cli.runfolder import check_outside_inputs
-
-    check_outside_inputs(out, {"--checkpoint": path}, option="--out", folder=False)
-    payload = load_run(path)
-    keep = INFERENCE_NETS[payload["recipe"]]
-    source = file_sha256(path)
-    nets = {k: payload["nets"][k] for k in keep}
-    if half:
-        for name, entry in nets.items():
-            weights = {k: v.half() if v.is_floating_point() else v for k, v in entry["state_dict"].items()}
-            nets[name] = {**entry, "state_dict": weights, "sha256": state_dict_sha256(weights)}
-    exported = {**{k: v for k, v in payload.items() if k != "path"}, "nets": nets, "optimizers": {}, "state": {},
-                "exported": {"from": str(Path(path).resolve()), "from_sha256": source, "float16": half}}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "wb") as fh:
-        torch.save(exported, fh)
-    return {"checkpoint": str(path), "out": str(out), "recipe": payload["recipe"], "epoch": payload["epoch"],
-            "nets": {k: nets[k]["sha256"] for k in keep}, "float16": half, "source_sha256": source,
-            "file_sha256": file_sha256(out), "bytes": Path(out).stat().st_size}
 
 
 # Every file a generator run writes into its folder (PPA's teacher and keypoint cache included).
