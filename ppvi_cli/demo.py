@@ -12,6 +12,7 @@ demo weights); write the privacy-utility report. Each method's results go to `ou
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,8 @@ from typing import Callable
 from ppvi_cli.errors import PPVIError
 
 CONVENTIONAL = ("mosaic", "blur", "noise")
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+# The checkout's weights/ (not in the wheel: an installed ppvi needs PPVI_WEIGHTS=DIR, see docs/architecture.md)
+WEIGHTS_DIR = Path(os.environ.get("PPVI_WEIGHTS") or Path(__file__).resolve().parents[1] / "weights")
 WEIGHTS = WEIGHTS_DIR / "demo_dual_stream.pt"
 # demo method label -> shipped generator (`ppvi export` of a `ppvi train generator` run, see weights/README.md)
 GENERATORS = {"securereid": WEIGHTS_DIR / "demo_securereid.pt", "ppa": WEIGHTS_DIR / "demo_ppa.pt"}
@@ -125,8 +127,9 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     needed = [config.weights, *(config.generators[m] for m in config.methods if m in config.generators)]
     for path in needed:
         if not Path(path).is_file():
-            raise PPVIError(f"demo weights {path} are missing: restore weights/ from the repository "
-                            "(or see weights/README.md to re-make them)")
+            raise PPVIError(f"demo weights {path} are missing: the demo runs from a ppvi checkout (its weights/ "
+                            "folder), or set PPVI_WEIGHTS=DIR to a folder holding demo_*.pt (weights/README.md "
+                            "says how to re-make them)")
     out = Path(out)
     dev = str(select_device(device))
     data = out / "data"

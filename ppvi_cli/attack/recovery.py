@@ -18,8 +18,8 @@ Three losses on the same pix2pix UNet, one training loop, one checkpoint scheme:
   (0.215 -> 0.196; matching a feature by pixel gradients adds texture, not structure) and at 0.002
   left it where it was; the scores of the network's output are reported beside the refined ones.
 
-What ppvi does differently from the authors' `recovery_attack.py` (DESIGN, "What the authors' code
-does"): pixels are scaled to [-1, 1], which the UNet's Tanh covers, instead of ImageNet-normalised
+What ppvi does differently from the authors' `recovery_attack.py` (docs/architecture.md, "Where
+ppvi differs from the authors' code"): pixels are scaled to [-1, 1], which the UNet's Tanh covers, instead of ImageNet-normalised
 targets it cannot reach; recovered images are rounded to 8 bits and stored, and SSIM/PSNR are
 measured on those against the originals resized to the same working size (no per-batch min-max
 rescaling); BatchNorm runs in eval mode at recovery time, so an image's result never depends on its

@@ -1,7 +1,7 @@
 """Dataset readers: one entry point, `load_dataset`, dispatching to one module per layout.
 
-Each layout module keeps its dataset's own file layout and rules (see DESIGN.md, "The dataset
-model") and provides `LAYOUT` (the expected tree, for error messages), `read(root, **options) ->
+Each layout module keeps its dataset's own file layout and rules (docs/architecture.md,
+"Dataset layouts") and provides `LAYOUT` (the expected tree, for error messages), `read(root, **options) ->
 Dataset` and, except folder (the fallback), `looks_like(root)` for auto-detection. Adding a layout is
 adding one module and one `FORMATS` line.
 """

@@ -1,7 +1,7 @@
 """Evaluation protocols (market, sysu-all, sysu-indoor, regdb-v2t, regdb-t2v) and their trials.
 
 Each protocol says which gallery items are junk for a query, whether CMC counts each gallery id
-once, and how a trial's gallery is drawn. Exact rules (DESIGN, "Evaluation"):
+once, and how a trial's gallery is drawn. Exact rules (docs/architecture.md, "Evaluation"):
 - market: junk = same pid and same camera as the query; pid 0 distractors stay; one trial.
 - sysu-all / sysu-indoor: per trial, `random.seed(trial)` then one random RGB image per (id, camera)
   for ids in ascending order and cameras 1,2,4,5 / 1,2 in that order, each drawn with

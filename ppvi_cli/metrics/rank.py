@@ -1,6 +1,6 @@
 """CMC, mAP and mINP from the ranks of each query's positives (no scores, no gallery needed).
 
-Definitions (DESIGN, "Evaluation"; mangye16/Cross-Modal-Re-ID-baseline `eval_metrics.py`):
+Definitions (docs/architecture.md, "Evaluation"; mangye16/Cross-Modal-Re-ID-baseline `eval_metrics.py`):
 - AP = mean over a query's positives of (positives ranked at or before it) / (its rank);
 - INP = (number of positives) / (rank of the last positive);
 - rank-k = 1 when the query's first positive is within the top k (or, for SYSU, when the query's id

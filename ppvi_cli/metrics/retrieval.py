@@ -1,6 +1,6 @@
 """Exact ranks of every positive, streamed over the gallery in chunks (no query x gallery matrix).
 
-Ranking rule (DESIGN, "Evaluation"): for a query, the gallery minus its junk items, ordered by
+Ranking rule (docs/architecture.md, "Evaluation"): for a query, the gallery minus its junk items, ordered by
 descending similarity, ties broken by ascending gallery index. Similarity is the inner product of
 L2-normalised float32 features.
 
