@@ -76,6 +76,23 @@ def read_torch_file(path: str | Path, label: str, hint: str = "", map_location="
             from err
 
 
+def read_ppvi_file(path: str | Path, label: str, fmt: str, version: int, not_ours: str, missing: str = "",
+                   map_location="cpu") -> dict:
+    """A ppvi checkpoint file's payload after the checks every kind shares: the file exists, loads
+    with `weights_only`, names format `fmt` and is at `version`. One PPVIError naming the file
+    otherwise: `missing` and `not_ours` say what to pass instead (`"{label} {path}: ..."`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PPVIError(f"{label} {path}: no such file{missing}")
+    payload = read_torch_file(path, f"{label} {path}", map_location=map_location)
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise PPVIError(f"{label} {path}: {not_ours}")
+    if payload.get("format_version") != version:
+        raise PPVIError(f"{label} {path}: format version {payload.get('format_version')!r} (written by ppvi "
+                        f"{payload.get('ppvi_version')}) is not {version}, which ppvi {__version__} reads")
+    return payload
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, config: ModelConfig, train_args: dict,
                     extra: dict | None = None) -> str:
     """Write `model`'s checkpoint to `path` atomically (temp file + rename); returns its SHA-256.
@@ -110,15 +127,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     weights that do not fit its own architecture.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PPVIError(f"checkpoint {path}: no such file")
-    payload = read_torch_file(path, f"checkpoint {path}", map_location=map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise PPVIError(f"checkpoint {path}: not a ppvi ReID checkpoint (a raw state dict? pass it with "
-                        "--pretrained PATH instead)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise PPVIError(f"checkpoint {path}: format version {payload.get('format_version')!r} (written by ppvi "
-                        f"{payload.get('ppvi_version')}) is not {FORMAT_VERSION}, which ppvi {__version__} reads")
+    payload = read_ppvi_file(path, "checkpoint", FORMAT, FORMAT_VERSION, "not a ppvi ReID checkpoint (a raw state "
+                             "dict? pass it with --pretrained PATH instead)", map_location=map_location)
     state = payload.get("state_dict")
     if not isinstance(state, dict) or state_dict_sha256(state) != payload.get("sha256"):
         raise PPVIError(f"checkpoint {path}: weights do not match their SHA-256 (file corrupted or edited); "

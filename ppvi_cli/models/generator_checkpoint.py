@@ -67,19 +67,13 @@ def load_run(path, map_location="cpu") -> dict:
     """Read and verify a run checkpoint (format, version, every network's SHA-256); PPVIError naming the file."""
     from pathlib import Path
 
-    from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
+    from ppvi_cli.models.checkpoint import read_ppvi_file, state_dict_sha256
 
     path = Path(path)
-    if not path.is_file():
-        raise PPVIError(f"generator checkpoint {path}: no such file (the checkpoint.pt in a `ppvi train generator` "
-                        "--out folder)")
-    payload = read_torch_file(path, f"generator checkpoint {path}", map_location=map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise PPVIError(f"{path} is not a ppvi generator checkpoint (pass the checkpoint.pt of a "
-                        "`ppvi train generator` run)")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise PPVIError(f"generator checkpoint {path}: format version {payload.get('format_version')!r} is not "
-                        f"{FORMAT_VERSION}; use the ppvi version that wrote it ({payload.get('ppvi_version')})")
+    payload = read_ppvi_file(path, "generator checkpoint", FORMAT, FORMAT_VERSION, "not a ppvi generator checkpoint "
+                             "(pass the checkpoint.pt of a `ppvi train generator` run)",
+                             missing=" (the checkpoint.pt in a `ppvi train generator` --out folder)",
+                             map_location=map_location)
     for name, entry in payload["nets"].items():
         if state_dict_sha256(entry["state_dict"]) != entry["sha256"]:
             raise PPVIError(f"generator checkpoint {path}: weights of {name!r} do not match their SHA-256 "

@@ -8,7 +8,7 @@ blur or noise) of the image resized to the training size, as SecureReID's code d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -307,6 +307,26 @@ class GeneratorRun:
 
     def _build(self, config: GeneratorTrainConfig, payload: dict | None) -> None:
         raise NotImplementedError
+
+    def run_steps(self, epoch: int, batches: Iterable, step: Callable[[tuple], dict],
+                  on_log: Callable[[dict], None] | None) -> tuple[dict, int]:
+        """One epoch's steps (at most `max_steps`): `step(batch)` returns its losses; a non-finite loss
+        stops the run; every `log_every` steps `on_log` gets the step's losses. Returns (mean losses, steps)."""
+        cfg = self.config
+        sums: dict[str, float] = {}
+        steps = 0
+        for batch in batches:
+            if cfg.max_steps is not None and steps >= cfg.max_steps:
+                break
+            losses = step(batch)
+            if not all(np.isfinite(v) for v in losses.values()):
+                raise PPVIError(f"{self.recipe}: a loss became non-finite at epoch {epoch + 1} ({losses}); "
+                                "lower --lr or check the data")
+            sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
+            steps += 1
+            if on_log and cfg.log_every and steps % cfg.log_every == 0:
+                on_log({"epoch": epoch + 1, "step": steps, **losses})
+        return {k: v / max(steps, 1) for k, v in sums.items()}, steps
 
 
 def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:

@@ -277,19 +277,10 @@ class _Run(GeneratorRun):
         self.dataset.epoch = epoch
         for net in (self.g, self.mask_head, self.d_v, self.d_i, self.reid.model):
             net.train()
-        sums: dict[str, float] = {}
-        steps = 0
-        for raw, sup, labels, modality, keypoints, _ in loader(self.dataset, self.sampler, workers=cfg.workers):
-            if cfg.max_steps is not None and steps >= cfg.max_steps:
-                break
-            losses = self.step(*(t.to(self.device) for t in (raw, sup, labels, modality, keypoints)))
-            if not all(np.isfinite(v) for v in losses.values()):
-                raise PPVIError(f"ppa: a loss became non-finite at epoch {epoch + 1} ({losses}); lower --lr")
-            sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
-            steps += 1
-            if on_log and cfg.log_every and steps % cfg.log_every == 0:
-                on_log({"epoch": epoch + 1, "step": steps, **losses})
-        row = {"epoch": epoch + 1, "steps": steps, "lr": lr, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        means, steps = self.run_steps(
+            epoch, loader(self.dataset, self.sampler, workers=cfg.workers),
+            lambda batch: self.step(*(t.to(self.device) for t in batch[:5])), on_log)
+        row = {"epoch": epoch + 1, "steps": steps, "lr": lr, **means}
         self.state["epoch_logs"].append(row)
         self.folder.produce(CHECKPOINT, lambda path: save_run(path, RECIPE, cfg, epoch + 1, self.nets(),
                                                               self.reid.config.to_dict(), self.optimizers(),

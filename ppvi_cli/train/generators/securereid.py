@@ -214,21 +214,10 @@ class _Run(GeneratorRun):
         self.dataset.epoch = epoch
         for net in (self.g_x, self.g_y, self.d_y, self.d_x, self.reid.model):
             net.train()
-        sums: dict[str, float] = {}
-        steps = 0
-        for raw, sup, labels, _, _, _ in loader(self.dataset, self.sampler, workers=cfg.workers):
-            if cfg.max_steps is not None and steps >= cfg.max_steps:
-                break
-            losses = self.step(raw.to(self.device), sup.to(self.device), labels.to(self.device))
-            if not all(np.isfinite(v) for v in losses.values()):
-                raise PPVIError(f"securereid: a loss became non-finite at epoch {epoch + 1} ({losses}); "
-                                "lower --lr or check the data")
-            sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
-            steps += 1
-            if on_log and cfg.log_every and steps % cfg.log_every == 0:
-                on_log({"epoch": epoch + 1, "step": steps, **losses})
-        row = {"epoch": epoch + 1, "steps": steps, "lr": cfg.lr * lr_factor(epoch, cfg.epochs),
-               **{k: v / max(steps, 1) for k, v in sums.items()}}
+        means, steps = self.run_steps(
+            epoch, loader(self.dataset, self.sampler, workers=cfg.workers),
+            lambda batch: self.step(*(t.to(self.device) for t in batch[:3])), on_log)
+        row = {"epoch": epoch + 1, "steps": steps, "lr": cfg.lr * lr_factor(epoch, cfg.epochs), **means}
         self.state["epoch_logs"].append(row)
         if cfg.validating and (epoch + 1) % cfg.upgrade_period() == 0:
             self.check_upgrade(epoch + 1)
