@@ -66,7 +66,7 @@ def leak_command(
     to the L2-normalised gallery of --setting, and report rank-1, mAP, mINP and the leakage of the noisy
     gallery for no DP and each epsilon (one seed: every epsilon sees the same noise draws, scaled).
     """
-    from ppvi_cli.metrics.features import load_features
+    from ppvi_cli.evaluation.store import load_features
     from ppvi_cli.metrics.leakage import EPOCHS, LR, check_train_fraction, identity_leakage
     from ppvi_cli.runinfo import stamp
 
@@ -127,7 +127,7 @@ def leak_command(
 def _sweep(ctx, features, protocol, setting, epsilons, delta, sensitivity, seed, device, classifier, ignore_pid,
            trials, backend, plot) -> None:
     from ppvi_cli.metrics.dp import dp_sweep, gaussian_sigma
-    from ppvi_cli.metrics.features import load_features
+    from ppvi_cli.evaluation.store import load_features
     from ppvi_cli.metrics.protocols import protocols
     from ppvi_cli.runinfo import stamp
 
