@@ -70,7 +70,7 @@ def cached(path: Path, *args: str) -> dict:
 def build_split(data: Path, market: Path, test_ids: int) -> dict:
     """Write the held-out split as a Market-1501 tree (links, else copies); returns its counts."""
     from ppvi_cli.data.readers import load_dataset
-    from ppvi_cli.metrics.model_features import held_out_split
+    from ppvi_cli.evaluation.split import held_out_split
 
     marker = market / "split.json"
     if marker.is_file():

@@ -95,19 +95,12 @@ def _write_json(path: Path, doc: dict) -> None:
 
 
 def _evaluate(data: Path, anon: Path, config: DemoConfig, device: str) -> dict:
-    from ppvi_cli.metrics.features import SETTINGS
-    from ppvi_cli.metrics.model_features import dataset_features
-    from ppvi_cli.metrics.protocols import evaluate_settings
-    from ppvi_cli.models.checkpoint import load_checkpoint
-    from ppvi_cli.runinfo import stamp
+    """`ppvi eval --model WEIGHTS -p sysu-all -s all` on the protected copy: features extracted on
+    `device` without the feature cache, retrieval on the CPU."""
+    from ppvi_cli.evaluation import evaluate_model
 
-    model, _, meta = load_checkpoint(config.weights, map_location=device)
-    feats = dataset_features(model.to(device), data, "sysu", anon_root=anon, device=device,
-                             model_sha256=meta["sha256"], protocol="sysu-all")
-    doc = evaluate_settings(feats.features, "sysu-all", list(SETTINGS), trials=config.trials, backend="auto")
-    doc["source"] = {"model": config.weights, "model_sha256": meta["sha256"], "data": str(data), "anon": str(anon)}
-    doc["run"] = stamp(None, {"trials": config.trials, "protocol": "sysu-all"})
-    return doc
+    return evaluate_model(Path(config.weights), data, "sysu-all", "all", anon=anon, fmt="sysu", trials=config.trials,
+                          backend="auto", device=device, retrieval_device="cpu", no_cache=True)
 
 
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "auto",

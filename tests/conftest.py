@@ -85,7 +85,8 @@ def run_cli(*args: str, cwd: Path | None = None):
 
 def tiny_features(path: Path) -> Path:
     """A saved features file of 8 query and 8 gallery rows (4 ids, 2 cameras), raw only."""
-    from ppvi_cli.metrics.features import FeatureSet, save_features
+    from ppvi_cli.evaluation.store import save_features
+    from ppvi_cli.metrics.features import FeatureSet
 
     rng = np.random.default_rng(0)
     pids, camids = np.repeat(np.arange(4), 2), np.tile([1, 2], 4)

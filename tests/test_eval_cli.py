@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import run_cli, textured_image
 from ppvi_cli.cli.app import app
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.metrics.features import load_features
+from ppvi_cli.evaluation.store import load_features
 from ppvi_cli.metrics.protocols import evaluate
 
 runner = CliRunner()

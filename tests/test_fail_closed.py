@@ -174,7 +174,7 @@ def test_every_writer_refuses_a_target_inside_an_input(command, image_tree, tmp_
 
 
 def test_features_never_replace_a_file_that_is_not_a_features_file(tmp_path):
-    from ppvi_cli.metrics.features import check_features_target
+    from ppvi_cli.evaluation.store import check_features_target
 
     image = tmp_path / "photo.jpg"
     image.write_bytes(b"\xff\xd8 a person")
@@ -331,8 +331,9 @@ def test_an_internal_error_is_exit_3_pointing_at_debug(image_tree, tmp_path, mon
 
 
 def test_truncated_and_non_finite_features_are_one_line_errors_and_never_cache_hits(tmp_path):
-    from ppvi_cli.metrics.features import FeatureSet, load_features, save_features
-    from ppvi_cli.metrics.model_features import _cached
+    from ppvi_cli.evaluation.features import _cached
+    from ppvi_cli.evaluation.store import load_features, save_features
+    from ppvi_cli.metrics.features import FeatureSet
 
     rng = np.random.default_rng(0)
     feats = FeatureSet("t", {"raw": rng.normal(size=(4, 8)).astype(np.float32)},

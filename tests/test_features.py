@@ -20,8 +20,9 @@ from ppvi_cli.cli.app import app
 from ppvi_cli.data.readers import load_dataset
 from ppvi_cli.data.synth import SynthConfig, synthesize
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.metrics.features import load_features, save_features
-from ppvi_cli.metrics.model_features import UNKNOWN_CAMID, dataset_features, eval_split, held_out_split
+from ppvi_cli.evaluation.features import dataset_features
+from ppvi_cli.evaluation.split import UNKNOWN_CAMID, eval_split, held_out_split
+from ppvi_cli.evaluation.store import load_features, save_features
 from ppvi_cli.models.checkpoint import save_checkpoint
 from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.extract import extract_features

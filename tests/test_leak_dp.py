@@ -14,7 +14,7 @@ from conftest import run_cli
 from ppvi_cli.cli.app import app
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.metrics.dp import dp_sweep, gaussian_sigma, privatize_gallery
-from ppvi_cli.metrics.features import load_features
+from ppvi_cli.evaluation.store import load_features
 from ppvi_cli.metrics.leakage import cross_entropy_gradient, identity_leakage, split_per_identity
 
 runner = CliRunner()

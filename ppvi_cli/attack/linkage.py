@@ -47,7 +47,7 @@ class LinkageSplit:
 
 def linkage_split(raw: Path, fmt: str, public: Sequence[Record], test: Sequence[Record]) -> LinkageSplit:
     """Query and gallery of the test ids (never a public id), see the module docstring."""
-    from ppvi_cli.metrics.model_features import UNKNOWN_CAMID, eval_split, held_out_split, protocols_for
+    from ppvi_cli.evaluation.split import UNKNOWN_CAMID, eval_split, held_out_split, protocols_for
 
     public_ids = {r.pid for r in public}
     test_paths = {r.relpath for r in test}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -11,25 +12,6 @@ from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Protocol, Setting, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress
 from ppvi_cli.errors import PPVIError
-
-FEATURE_KEYS = ("query_raw", "gallery_raw", "query_anon", "gallery_anon")
-
-
-def _feature_keys(which: str, feats) -> list[str]:
-    present = [f"{side}_{form}" for side, store in (("query", feats.query), ("gallery", feats.gallery))
-               for form in ("raw", "anon") if form in store]
-    if which == "all":
-        return present
-    keys = [k.strip() for k in which.split(",") if k.strip()]
-    for key in keys:
-        if key not in FEATURE_KEYS:
-            raise PPVIError(f"--which {key!r} is not a features key (choices: {', '.join(FEATURE_KEYS)}, all)")
-        if key not in present:
-            raise PPVIError(f"--which {key}: {feats.source} has no {key!r} (it has: {', '.join(present)})")
-    if not keys:
-        raise PPVIError(f"--which is empty (choices: {', '.join(FEATURE_KEYS)}, all)")
-    return keys
-
 
 @app.command("leak")
 def leak_command(
@@ -66,9 +48,8 @@ def leak_command(
     to the L2-normalised gallery of --setting, and report rank-1, mAP, mINP and the leakage of the noisy
     gallery for no DP and each epsilon (one seed: every epsilon sees the same noise draws, scaled).
     """
-    from ppvi_cli.metrics.features import load_features
-    from ppvi_cli.metrics.leakage import EPOCHS, LR, check_train_fraction, identity_leakage
-    from ppvi_cli.runinfo import stamp
+    from ppvi_cli.evaluation.leakage import leakage
+    from ppvi_cli.metrics.leakage import EPOCHS, LR, check_train_fraction
 
     check_train_fraction(train_fraction)
     seed = effective_seed(ctx, seed)
@@ -94,20 +75,9 @@ def leak_command(
     for name, value in (("--protocol", protocol), ("--setting", setting), ("--plot", plot), ("--trials", trials)):
         if value is not None:
             raise PPVIError(f"{name} applies only with --dp-sweep")
-    feats = load_features(features)
-    keys = _feature_keys(which or "gallery_raw", feats)
-    ignore = tuple(ignore_pid or ())
-    results = {}
-    with progress(ctx, "identity leakage", len(keys)) as bar:
-        for key in keys:
-            side, form = key.split("_")
-            rows = (feats.query if side == "query" else feats.gallery)[form]
-            pids = feats.query_pids if side == "query" else feats.gallery_pids
-            results[key] = identity_leakage(rows, pids, seed, ignore_pids=ignore, device=dev, **classifier)
-            bar()
-    params = {"which": keys, **classifier, "ignore_pids": sorted(set(ignore)), "device": dev}
-    doc = {"mode": "leakage", "features": str(features), "results": results, "params": params,
-           "run": stamp(seed, params)}
+    doc = leakage(features, which or "gallery_raw", classifier, seed, ignore_pids=ignore_pid or (), device=dev,
+                  progress=partial(progress, ctx))
+    results = doc["results"]
 
     def human(console):
         table = Table(title=f"ppvi leak {features.name}: identity leakage (lower is more private)")
@@ -126,30 +96,11 @@ def leak_command(
 
 def _sweep(ctx, features, protocol, setting, epsilons, delta, sensitivity, seed, device, classifier, ignore_pid,
            trials, backend, plot) -> None:
-    from ppvi_cli.metrics.dp import dp_sweep, gaussian_sigma
-    from ppvi_cli.metrics.features import load_features
-    from ppvi_cli.metrics.protocols import protocols
-    from ppvi_cli.runinfo import stamp
+    from ppvi_cli.evaluation.leakage import dp_sweep
 
-    protocols.get(protocol)
-    for epsilon in epsilons:
-        gaussian_sigma(epsilon, delta, sensitivity)  # a bad value fails before the features are read
-    feats = load_features(features)
-    feats.setting(setting)
-    with progress(ctx, f"dp sweep {protocol} {setting}", len(epsilons) + 1) as bar:
-        doc = dp_sweep(feats, protocol, setting, epsilons, delta, seed, sensitivity=sensitivity,
-                       ignore_pids=ignore_pid or None, leakage_options=classifier, device=device, on_row=bar.advance,
-                       trials=trials, backend=backend)
-    outputs = {}
-    if plot is not None:
-        from ppvi_cli.report.dp_plot import plot_dp_sweep
-
-        outputs["plot"] = [str(plot_dp_sweep(doc, plot))]
-    params = {"protocol": protocol, "setting": setting, "epsilons": epsilons, "delta": delta,
-              "sensitivity": sensitivity, **classifier, "ignore_pids": doc["leakage"]["params"]["ignore_pids"],
-              "trials": doc["trials"], "backend": backend, "device": device}
-    doc = {"mode": "dp-sweep", "features": str(features), **doc, "outputs": outputs, "params": params,
-           "run": stamp(seed, params)}
+    doc = dp_sweep(features, protocol, setting, epsilons, delta, sensitivity, seed, classifier, ignore_pids=ignore_pid,
+                   trials=trials, backend=backend, device=device, plot=plot, progress=partial(progress, ctx))
+    outputs = doc["outputs"]
 
     def human(console):
         table = Table(title=f"ppvi leak --dp-sweep {features.name} -p {protocol} -s {setting}")
