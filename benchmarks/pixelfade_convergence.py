@@ -33,7 +33,9 @@ from ppvi_cli.anonymize.pixelfade import PixelFade
 from ppvi_cli.data.imageio import read_image
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.transforms import normalize, resize, to_tensor
+from ppvi_cli.errors import PPVIError
 from ppvi_cli.runinfo import derived_seed, stamp
+from ppvi_cli.validate import parse_size
 
 
 def parse_run(spec: str) -> dict:
@@ -43,7 +45,10 @@ def parse_run(spec: str) -> dict:
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
         if key == "upscale":
-            run[key] = tuple(int(v) for v in value.split("x"))
+            try:
+                run[key] = parse_size(value, "upscale")
+            except PPVIError as error:
+                sys.exit(f"--runs: {error} in {spec!r}")
         elif key in types:
             run[key] = types[key](value) if types[key] is not bool else value.lower() in ("1", "true", "yes")
         else:

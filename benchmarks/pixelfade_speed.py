@@ -27,10 +27,12 @@ import torch
 from ppvi_cli.anonymize.methods import build_method
 from ppvi_cli.data.records import Record
 from ppvi_cli.device import deterministic, select_device
+from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import save_checkpoint
 from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import stamp
+from ppvi_cli.validate import parse_size
 
 
 def sync(device: torch.device) -> None:
@@ -64,7 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.size, args.batch_size, args.steps, args.repeats = "resnet18", "64x32", 8, 30, 2
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    try:
+        size = parse_size(args.size)
+    except PPVIError as error:
+        parser.error(str(error))
     device = select_device(args.device)
 
     torch.manual_seed(0)

@@ -29,10 +29,12 @@ import time
 import torch
 
 from ppvi_cli.device import select_device
+from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.config import ModelConfig
 from ppvi_cli.models.reid import build_model
 from ppvi_cli.runinfo import stamp
 from ppvi_cli.train.reid.losses import AGWLoss
+from ppvi_cli.validate import parse_size
 
 NUM_CLASSES = 64
 MODES = ("fp32", "channels_last", "amp", "cl+amp", "compile")
@@ -115,7 +117,10 @@ def main() -> None:
                         help="also time torch.compile [default: on CUDA only]")
     args = parser.parse_args()
     device = select_device(args.device)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    try:
+        size = parse_size(args.size)
+    except PPVIError as error:
+        parser.error(str(error))
     batch = args.batch or (4 if args.quick else 32)
     warmup, iters = (1, 1) if args.quick else (2, 5)
     with_compile = device.type == "cuda" if args.compile is None else args.compile

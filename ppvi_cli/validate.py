@@ -46,3 +46,8 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise PPVIError(f"invalid {option} {text!r}: each side must be 1..{MAX_SIDE} pixels")
     return height, width
+
+
+def format_size(size: tuple[int, int]) -> str:
+    """(256, 128) -> "256x128", as `parse_size` reads it."""
+    return "x".join(str(int(v)) for v in size)

@@ -135,6 +135,40 @@ def test_startup_imports_no_registry_of_torch_models():
     assert out.split() == ["False", "False"]
 
 
+def test_help_defaults_are_the_config_defaults():
+    """The defaults help texts show are read from the config dataclasses' source (the CLI must not
+    import torch to print them): each one read, imported for real, is the dataclass's default."""
+    import dataclasses
+    import importlib
+
+    from ppvi_cli.cli import options
+
+    used = [(made, field) for made in options.ConfigDefaults.made for field in sorted(made.used)]
+    assert len(used) >= 30  # the app is built (conftest or the import above), so every help text read its defaults
+    for made, field in used:
+        cls = getattr(importlib.import_module(made.module), made.name)
+        real = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert made[field] == real[field], f"{made.name}.{field}"
+    assert options.CONSTANTS_READ
+    for module, name in options.CONSTANTS_READ:
+        assert options.module_constant(module, name) == getattr(importlib.import_module(module), name), name
+    assert options.show(3.5e-4) == "3.5e-4" and options.show(0.002) == "0.002" and options.show(12.0) == "12"
+    assert options.show((256, 128)) == "256x128" and options.show(False) == "off"
+
+
+def test_shared_options_are_declared_once():
+    """--device, --seed and --format come from cli/options.py's factories in every command."""
+    from pathlib import Path
+
+    import ppvi_cli.cli
+
+    for path in Path(ppvi_cli.cli.__file__).parent.glob("*.py"):
+        if path.name != "options.py":
+            text = path.read_text()
+            for flag in ('"--device",', '"--seed",', '"--format",', "[default:"):
+                assert flag not in text, f"{path.name} declares {flag} itself: use cli/options.py"
+
+
 def _complete(words: str) -> list[str]:
     env = {**os.environ, "_PPVI_COMPLETE": "complete_bash", "COMP_WORDS": words,
            "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}

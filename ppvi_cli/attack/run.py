@@ -32,6 +32,7 @@ import numpy as np
 from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
+from ppvi_cli.jsonsafe import json_safe
 from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import stamp
 from ppvi_cli.attack.data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
@@ -239,17 +240,6 @@ def _manifest(anon: Path) -> dict:
     return {"method": doc.get("method"), "method_params": doc.get("params"), "method_seed": doc.get("seed")}
 
 
-def _finite(value):
-    """Strict JSON: an infinite PSNR (identical images) becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _prechecks(config: AttackConfig, folder: RunFolder, public: list[Record], used: str, label: tuple[str, ...],
                model_sha256: str | None) -> None:
     """Refuse a --resume whose stored settings differ, for every attacker, before any of them trains."""
@@ -354,7 +344,7 @@ def _run_attackers(config: AttackConfig, folder: RunFolder, public: list[Record]
         "outputs": {"grid": grid, "summary": str(out / SUMMARY)},
         "run": stamp(config.seed, config.params()),
     }
-    return _finite(summary)
+    return json_safe(summary)  # strict JSON: an infinite PSNR (identical images) is null
 
 
 def check_gate(summary: dict) -> None:

@@ -11,11 +11,15 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format, Method, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.cli.options import (BLUR, MOSAIC, NOISE, PIXELFADE, device_option, format_option, module_constant,
+                                  seed_option, show)
 from ppvi_cli.data.imageio import MAX_PIXELS
-from ppvi_cli.device import DEVICE_HELP
 from ppvi_cli.errors import GateFailed, PPVIError
 
 PF = "PixelFade"
+AUTO_EPS = module_constant(PIXELFADE.module, "AUTO_EPS")
+PRESETS = " or ".join(f"{name} ({show(step)})"
+                      for name, step in module_constant(PIXELFADE.module, "LARGE_STEP_PRESETS").items())
 
 
 def _flag(field: str) -> str:
@@ -41,46 +45,52 @@ def anonymize(
     method: Method = choice_option(..., "--method", "-m", help="Protection method (its own options below)."),
     input_root: Path = typer.Option(..., "--input", "-i", help="Dataset (or any image folder) to protect; only read."),
     output_root: Path = typer.Option(..., "--output", "-o", help="Mirror folder to write; must be outside --input."),
-    fmt_name: Format = choice_option("auto", "--format", "-f", help="Input layout (auto: detected from its folders)."),
-    block: int = typer.Option(None, "--block", help="mosaic: tile size in pixels \\[default: 24]."),
-    radius: float = typer.Option(None, "--radius", help="blur: Gaussian radius (std) in pixels \\[default: 12]."),
-    sigma: float = typer.Option(None, "--sigma", help="noise: std on [0, 1] pixels \\[default: 0.5]."),
+    fmt_name: Format = format_option(what="Input layout"),
+    block: int = typer.Option(None, "--block", help=f"mosaic: tile size in pixels {MOSAIC.note('block')}."),
+    radius: float = typer.Option(None, "--radius",
+                                 help=f"blur: Gaussian radius (std) in pixels {BLUR.note('radius')}."),
+    sigma: float = typer.Option(None, "--sigma", help=f"noise: std on [0, 1] pixels {NOISE.note('sigma')}."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="generator: the trained generator checkpoint."),
     model: Path = typer.Option(None, "--model", rich_help_panel=PF,
                                help="The authorized ReID checkpoint (ppvi train reid) whose features are kept."),
-    steps: int = typer.Option(None, "--steps", rich_help_panel=PF, help="Optimisation steps T \\[default: 100]."),
-    masks: int = typer.Option(None, "--masks", rich_help_panel=PF, help="Disjoint replacement sets I \\[default: 5]."),
+    steps: int = typer.Option(None, "--steps", rich_help_panel=PF,
+                              help=f"Optimisation steps T {PIXELFADE.note('steps')}."),
+    masks: int = typer.Option(None, "--masks", rich_help_panel=PF,
+                              help=f"Disjoint replacement sets I {PIXELFADE.note('masks')}."),
     eps: str = typer.Option(None, "--eps", rich_help_panel=PF,
-                            help="Feature constraint: a mean squared feature difference (the paper: 0.03), or auto "
-                                 "(0.7 of each image's feature energy) \\[default: 0.03]."),
+                            help="Feature constraint: a mean squared feature difference (the paper's is the default), "
+                                 f"or auto ({show(AUTO_EPS)} of each image's feature energy) {PIXELFADE.note('eps')}."),
     eps_scale: str = typer.Option(None, "--eps-scale", rich_help_panel=PF,
                                   help="What --eps is measured in: absolute, or energy (a fraction of each image's "
-                                       "feature energy mean(f^2)) \\[default: absolute]."),
-    alpha: float = typer.Option(None, "--alpha", rich_help_panel=PF, help="Momentum decay \\[default: 0.6]."),
+                                       f"feature energy mean(f^2)) {PIXELFADE.note('eps_scale')}."),
+    alpha: float = typer.Option(None, "--alpha", rich_help_panel=PF,
+                                help=f"Momentum decay {PIXELFADE.note('alpha')}."),
     beta: float = typer.Option(None, "--beta", rich_help_panel=PF,
-                               help="Step while the constraint holds, normalised units \\[default: 0.01]."),
+                               help=f"Step while the constraint holds, normalised units {PIXELFADE.note('beta')}."),
     large_step: float = typer.Option(None, "--large-step", rich_help_panel=PF,
-                                     help="Step when it does not, and in the final steps \\[default: 0.04, see --preset]."),
+                                     help="Step when it does not, and in the final steps "
+                                          f"{PIXELFADE.note('large_step', ', see --preset')}."),
     preset: str = typer.Option(None, "--preset", rich_help_panel=PF,
-                               help="--large-step for the kind of data: market (0.04) or cuhk (0.02)."),
+                               help=f"--large-step for the kind of data: {PRESETS}."),
     init_steps: int = typer.Option(None, "--init-steps", rich_help_panel=PF,
-                                   help="Warm-up steps that always replace \\[default: 5]."),
+                                   help=f"Warm-up steps that always replace {PIXELFADE.note('init_steps')}."),
     final_steps: int = typer.Option(None, "--final-steps", rich_help_panel=PF,
-                                    help="Last steps without replacement \\[default: 5]."),
+                                    help=f"Last steps without replacement {PIXELFADE.note('final_steps')}."),
     work_size: str = typer.Option(None, "--work-size", rich_help_panel=PF,
-                                  help="image: optimise and store at each image's size; model: at the model's input size \\[default: image]."),
+                                  help="image: optimise and store at each image's size; model: at the model's "
+                                       f"input size {PIXELFADE.note('work_size')}."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", rich_help_panel=PF,
-                                       help="bfloat16 autocast for the optimisation \\[default: off]."),
+                                       help=f"bfloat16 autocast for the optimisation {PIXELFADE.note('amp')}."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", rich_help_panel=PF,
-                                                 help="NHWC memory for the model \\[default: off]."),
+                                                 help=f"NHWC memory for the model {PIXELFADE.note('channels_last')}."),
     min_met: float = typer.Option(None, "--min-met", rich_help_panel=PF,
                                   help="Gate: exit 1 when fewer than this fraction of the files met eps."),
     save_float: bool = typer.Option(False, "--save-float", rich_help_panel=PF,
                                     help="Also write each result as float32 <name>.npy before 8-bit rounding."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
+    seed: int = seed_option(),
     shard: str = typer.Option("0/1", "--shard", help="Process shard i of n (i/n); run n processes for the whole set."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
-    device: str = typer.Option(None, "--device", help=f"Where a method with a model runs: {DEVICE_HELP} (default: the global --device)."),
+    device: str = device_option("Where a method with a model runs"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files at the output's paths that no record "
                                    "of this run covers (never done silently: without it they are refused)."),
     max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", min=1, help="Refuse (per file) images larger than "

@@ -9,7 +9,9 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.root import app
+from ppvi_cli.cli.choices import Format
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.cli.options import ATTACK, device_option, format_option, seed_option
 
 
 class _StageBars:
@@ -36,41 +38,47 @@ def attack(
     raw: Path = typer.Option(..., "--raw", help="Raw dataset: its train ids are the attackers' public set, "
                              "its test ids are attacked."),
     anon: Path = typer.Option(..., "--anon", help="Its protected mirror (same relative paths)."),
-    fmt_name: str = typer.Option("auto", "--format", "-f", help="Layout: auto, market1501, sysu, regdb or folder."),
+    fmt_name: Format = format_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: attack.json, attack_grid.png and one sub-folder "
                              "per attacker (recovered/ and attack_last.pt; linkage/reid/)."),
-    attackers: list[str] = typer.Option(None, "--attacker", "-a", help="l1 (default), gan, identity, linkage; "
-                                        "repeat the option or give a comma list."),
+    attackers: list[str] = typer.Option(None, "--attacker", "-a", help="l1, gan, identity, linkage; repeat the "
+                                        f"option or give a comma list (default: {ATTACK.show('attackers')})."),
     model: Path = typer.Option(None, "--model", help="The authorized ReID checkpoint: the identity attacker holds it; "
                                "the linkage attacker reports its anon2raw beside its own figures."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs of the recovery attackers over the public "
-                               "pairs (default: 100, the authors')."),
+                               f"pairs (default: {ATTACK.show('epochs')}, the authors')."),
     arch: str = typer.Option(None, "--arch", help="auto (the deepest UNet the size allows, up to unet128), unet32, "
-                             "unet64, unet128 or unet256 (default: auto)."),
-    ngf: int = typer.Option(None, "--ngf", min=1, help="UNet (and gan discriminator) base width (default: 64, as "
-                            "pix2pix)."),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Pairs per training step (default: 16)."),
+                             f"unet64, unet128 or unet256 (default: {ATTACK.show('arch')})."),
+    ngf: int = typer.Option(None, "--ngf", min=1, help="UNet (and gan discriminator) base width "
+                            f"(default: {ATTACK.show('ngf')}, as pix2pix)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1,
+                                   help=f"Pairs per training step (default: {ATTACK.show('batch_size')})."),
     size: str = typer.Option(None, "--size", help="Working size HEIGHTxWIDTH for training and measuring "
-                             "(default: 256x128)."),
-    lr: float = typer.Option(None, "--lr", help="Adam learning rate of the recovery attackers (default: 1e-3, the "
-                             "authors')."),
+                             f"(default: {ATTACK.show('size')})."),
+    lr: float = typer.Option(None, "--lr", help="Adam learning rate of the recovery attackers "
+                             f"(default: {ATTACK.show('lr')}, the authors')."),
     lambda_l1: float = typer.Option(None, "--lambda-l1", help="gan: weight of L1 beside the adversarial term "
-                                    "(default: 100, pix2pix)."),
+                                    f"(default: {ATTACK.show('lambda_l1')}, pix2pix)."),
     lambda_id: float = typer.Option(None, "--lambda-id", help="identity: weight of the feature term (1 - cosine) "
-                                    "beside L1 (default: 0.1)."),
+                                    f"beside L1 (default: {ATTACK.show('lambda_id')})."),
     refine_steps: int = typer.Option(None, "--refine-steps", min=0, help="identity: test-time Adam steps per image "
-                                     "towards the protected image's authorized feature (default: 0, none)."),
+                                     "towards the protected image's authorized feature "
+                                     f"(default: {ATTACK.show('refine_steps')}, none)."),
     refine_lr: float = typer.Option(None, "--refine-lr", help="identity: rate of those steps on [-1, 1] pixels "
-                                    "(default: 0.002)."),
+                                    f"(default: {ATTACK.show('refine_lr')})."),
     linkage_epochs: int = typer.Option(None, "--linkage-epochs", min=1, help="linkage: ReID training epochs "
-                                       "(default: 120, AGW's)."),
-    linkage_backbone: str = typer.Option(None, "--linkage-backbone", help="linkage: resnet50 (default), resnet18 or "
-                                         "mobilenetv2."),
-    linkage_pretrained: str = typer.Option(None, "--linkage-pretrained", help="linkage: imagenet (default; "
-                                           "torchvision's weights), none, or a torchvision state-dict file."),
-    linkage_p: int = typer.Option(None, "--linkage-p", min=2, help="linkage: ids per PK batch (default: 8)."),
-    linkage_k: int = typer.Option(None, "--linkage-k", min=1, help="linkage: images per id (default: 4)."),
-    workers: int = typer.Option(None, "--workers", min=0, help="Image-decoding processes in training (default: 0)."),
+                                       f"(default: {ATTACK.show('linkage_epochs')}, AGW's)."),
+    linkage_backbone: str = typer.Option(None, "--linkage-backbone", help="linkage: its ReID backbone, resnet50, "
+                                         f"resnet18 or mobilenetv2 (default: {ATTACK.show('linkage_backbone')})."),
+    linkage_pretrained: str = typer.Option(None, "--linkage-pretrained", help="linkage: imagenet (torchvision's "
+                                           "weights), none, or a torchvision state-dict file "
+                                           f"(default: {ATTACK.show('linkage_pretrained')})."),
+    linkage_p: int = typer.Option(None, "--linkage-p", min=2,
+                                  help=f"linkage: ids per PK batch (default: {ATTACK.show('linkage_p')})."),
+    linkage_k: int = typer.Option(None, "--linkage-k", min=1,
+                                  help=f"linkage: images per id (default: {ATTACK.show('linkage_k')})."),
+    workers: int = typer.Option(None, "--workers", min=0,
+                                help=f"Image-decoding processes in training (default: {ATTACK.show('workers')})."),
     resume: bool = typer.Option(False, "--resume", help="Continue each attacker's checkpoint if there is one (same "
                                 "settings; --epochs may grow); start afresh otherwise."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files at this run's output paths that no "
@@ -82,8 +90,8 @@ def attack(
                                    "(dB) exceeds this."),
     max_rank1: float = typer.Option(None, "--max-rank1", help="Gate: exit 1 if the linkage rank-1 (percent) of a "
                                     "query modality exceeds this."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
+    device: str = device_option(),
+    seed: int = seed_option(),
 ) -> None:
     """Attack a protection: every attacker learns on the public ids' (protected, original) pairs and is scored
     on the test ids; privacy is the worst case over the attackers run.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.jsonsafe import json_safe
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -51,19 +51,10 @@ def given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
-def json_safe(value):
-    """Strict JSON for jq and friends: NaN and infinities become null (documented per command)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def emit(ctx: typer.Context, result: dict, human: Callable[[Console], None]) -> None:
-    """Print `result` as one JSON document (with --json) or let `human` draw tables on stdout."""
+    """Print `result` as one JSON document (with --json) or let `human` draw tables on stdout.
+
+    The JSON is strict: NaN and infinities become null (`json_safe`; documented per command)."""
     if options(ctx).json:
         sys.stdout.write(json.dumps(json_safe(result), indent=2, default=str, allow_nan=False) + "\n")
         sys.stdout.flush()

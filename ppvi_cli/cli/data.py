@@ -8,20 +8,19 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.root import app
-from ppvi_cli.cli.choices import Format, choice_option
+from ppvi_cli.cli.choices import Format
 from ppvi_cli.cli.common import effective_seed, emit, progress
+from ppvi_cli.cli.options import format_option, seed_option
 
 data_app = typer.Typer(help="Inspect dataset layouts and synthesize the embedded VI dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-FORMAT_HELP = "Dataset layout (auto: detected from its folders)."
 
 
 @data_app.command("check")
 def check(
     ctx: typer.Context,
     root: Path = typer.Argument(..., help="Dataset root folder."),
-    fmt: Format = choice_option("auto", "--format", "-f", help=FORMAT_HELP),
+    fmt: Format = format_option(),
     trial: int = typer.Option(None, "--trial", help="RegDB trial, 1..10 (default 1)."),
     pattern: str = typer.Option(None, "--pattern", help="folder: regex on file names with groups camid/modality."),
 ) -> None:
@@ -53,7 +52,7 @@ def synth(
     images_per_camera: int = typer.Option(4, "--images-per-camera", min=1, help="Images per identity and camera."),
     height: int = typer.Option(128, "--height", min=32, help="Image height in pixels."),
     width: int = typer.Option(64, "--width", min=16, help="Image width in pixels."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
+    seed: int = seed_option(),
 ) -> None:
     """Draw a synthetic visible-infrared ReID dataset with ground-truth COCO keypoints."""
     from ppvi_cli.data.synth import SynthConfig, synthesize

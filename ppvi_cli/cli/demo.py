@@ -9,13 +9,14 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.common import effective_seed, emit, fmt, options, stderr
+from ppvi_cli.cli.options import seed_option
 
 
 @app.command("demo")
 def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Folder for the data, protected copies and figures."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
+    seed: int = seed_option(),
 ) -> None:
     """The whole toolkit on the embedded synthetic VI dataset, in one command.
 

@@ -15,7 +15,8 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Format, Protocol, SettingOrAll, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
-from ppvi_cli.cli.features import CACHE_HELP, FORMAT_HELP, TEST_IDS_HELP, TRIAL_HELP
+from ppvi_cli.cli.features import CACHE_HELP, TEST_IDS_HELP, TRIAL_HELP
+from ppvi_cli.cli.options import device_option, format_option, seed_option
 
 
 @app.command("eval")
@@ -26,7 +27,7 @@ def eval_command(
     model: Path = typer.Option(None, "--model", help="Or a ReID checkpoint: extract features of --data "
                                "(and --anon) first, as `ppvi features` does."),
     data: Path = typer.Option(None, "--data", help="With --model: the dataset root (raw images)."),
-    fmt: Format = choice_option(None, "--format", "-f", help=f"With --model. {FORMAT_HELP} (default auto)"),
+    fmt: Format = format_option(None, only="With --model."),
     anon: Path = typer.Option(None, "--anon", help="With --model: the anonymized mirror of --data "
                               "(needed by raw2anon, anon2raw, anon2anon)."),
     trial: int = typer.Option(None, "--trial", min=1, max=10, help=f"With --model. {TRIAL_HELP} (default 1)"),
@@ -44,7 +45,7 @@ def eval_command(
     backend: Backend = choice_option("auto", "--backend", help="Who computes the products (all exact): auto = faiss's "
                                      "GPU index when faiss sees the chosen GPU, else torch on that GPU, else faiss on "
                                      "the CPU (torch when faiss is not installed)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
+    device: str = device_option(),
     per_query: Path = typer.Option(None, "--per-query", help="Write one CSV row per query and trial here (AP, INP in percent)."),
     ranked: Path = typer.Option(None, "--ranked", help="Write the top-k ranked lists (trial 0) as JSON here."),
     figure: Path = typer.Option(None, "--figure", help="Draw ranked lists to this PNG (one per setting)."),
@@ -61,7 +62,7 @@ def eval_command(
                                      "(L2-normalised features).", rich_help_panel="DP gallery"),
     dp_delta: float = typer.Option(1e-5, "--dp-delta", help="With --dp-epsilon: delta in (0, 1).",
                                    rich_help_panel="DP gallery"),
-    seed: int = typer.Option(None, "--seed", help="Seed of the DP noise (default: the global --seed)."),
+    seed: int = seed_option("Seed of the DP noise"),
 ) -> None:
     """Evaluate features exactly, streaming the gallery (memory does not grow as queries x gallery).
 

@@ -14,8 +14,8 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format, Protocol, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
+from ppvi_cli.cli.options import device_option, format_option
 
-FORMAT_HELP = "Dataset layout (auto: detected from its folders)."
 TRIAL_HELP = "RegDB: the split trial of the idx files, 1..10."
 TEST_IDS_HELP = ("market1501 without query/ and folder: hold out the last N ids (ascending) as test ids; "
                  "query = first image per camera per id.")
@@ -28,7 +28,7 @@ def features_command(
     model: Path = typer.Option(..., "--model", help="ReID checkpoint (.pt) written by `ppvi train reid`."),
     data: Path = typer.Option(..., "--data", help="Dataset root (raw images)."),
     out: Path = typer.Option(..., "--out", help="Features file to write (.npz, read by `ppvi eval --features`)."),
-    fmt: Format = choice_option("auto", "--format", "-f", help=FORMAT_HELP),
+    fmt: Format = format_option(),
     anon: Path = typer.Option(None, "--anon", help="Anonymized mirror of --data (from `ppvi anonymize`): adds "
                               "query_anon/gallery_anon, row-aligned with the raw features."),
     protocol: Protocol = choice_option(None, "--protocol", "-p", help="Check the split fits it; RegDB: regdb-v2t "
@@ -38,7 +38,7 @@ def features_command(
     pattern: str = typer.Option(None, "--pattern", help="folder: regex on file names with groups camid/modality."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, "--workers", min=0, help="Image-decoding worker processes (0: in process)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
+    device: str = device_option(),
     cache_dir: Path = typer.Option(None, "--cache-dir", help=CACHE_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out that is not a ppvi "

@@ -11,6 +11,8 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backbone, Format, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress, stderr
+from ppvi_cli.cli.options import (GENERATOR, PPA, SECUREREID, default_note, device_option, format_option,
+                                  seed_option)
 from ppvi_cli.cli.train import train_app
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.validate import parse_size
@@ -19,6 +21,7 @@ RECIPES = ("securereid", "ppa")
 # Options that belong to one recipe: option -> recipe.
 _RECIPE_ONLY = {"--teacher": "ppa", "--teacher-epochs": "ppa", "--pose": "ppa", "--no-kpr": "ppa",
                 "--no-dcma": "ppa", "--no-upgrade": "securereid", "--hold-out": "securereid"}
+UNET_SIDE = 2 ** GENERATOR["num_downs"]  # the default UNet's name: unet_128 for 7 downsamplings
 
 
 @train_app.command("generator")
@@ -28,36 +31,41 @@ def train_generator(
                                "(visible-infrared: dual-stream, KPR, DCMA)."),
     data: Path = typer.Option(..., "--data", help="Training dataset root (its train split is used)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, logs, reid.pt."),
-    data_format: Format = choice_option("auto", "--format", "-f",
-                                        help="Dataset layout (auto: detected from its folders)."),
-    init: str = typer.Option("mosaic", "--init", help="Initial supervision: mosaic, blur or noise."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Epochs [default: 120]; the papers' schedule scales."),
+    data_format: Format = format_option(),
+    init: str = typer.Option(GENERATOR["init"], "--init", help="Initial supervision: mosaic, blur or noise."),
+    epochs: int = typer.Option(None, "--epochs", min=1,
+                               help=f"Epochs {GENERATOR.note('epochs')}; the papers' schedule scales."),
     teacher: Path = typer.Option(None, "--teacher", help="ppa: frozen AGW teacher (a ReID checkpoint); absent: "
                                  "trained first in this run."),
     teacher_epochs: int = typer.Option(None, "--teacher-epochs", min=1, help="ppa: epochs of the in-run teacher "
-                                       "[default: epochs/4]."),
+                                       f"{default_note('epochs/4')}."),
     pose: str = typer.Option(None, "--pose", help="ppa: pose expert, groundtruth or yolo[:WEIGHTS] "
-                             "[default: groundtruth]."),
+                             f"{PPA.note('pose')}."),
     no_kpr: bool = typer.Option(False, "--no-kpr", help="ppa: drop keypoint preservation (ablation)."),
     no_dcma: bool = typer.Option(False, "--no-dcma", help="ppa: drop cross-modal offset alignment (ablation)."),
     no_upgrade: bool = typer.Option(False, "--no-upgrade", help="securereid: keep the desensitised supervision."),
-    hold_out: bool = typer.Option(None, "--hold-out/--no-hold-out", help="securereid: hold out 20% of the ids and "
-                                  "log the upgrade checks (with G_Y's recovery) [default: only when upgrading]; "
+    hold_out: bool = typer.Option(None, "--hold-out/--no-hold-out", help="securereid: hold out "
+                                  f"{SECUREREID['val_fraction']:.0%} of the ids and log the upgrade checks (with "
+                                  f"G_Y's recovery) {default_note('only when upgrading')}; "
                                   "with --no-upgrade, trains on the same ids as an upgrading run."),
-    input_size: str = typer.Option(None, "--input-size", help="Training size HEIGHTxWIDTH [default: 256x128]."),
-    num_downs: int = typer.Option(None, "--num-downs", help="UNet depth [default: 7, unet_128]."),
-    ngf: int = typer.Option(None, "--ngf", help="Generator width [default: 64]."),
-    ndf: int = typer.Option(None, "--ndf", help="Discriminator width [default: 64]."),
-    backbone: Backbone = choice_option(None, "--backbone", help="ReID backbone [default: resnet50]."),
+    input_size: str = typer.Option(None, "--input-size",
+                                   help=f"Training size HEIGHTxWIDTH {GENERATOR.note('input_size')}."),
+    num_downs: int = typer.Option(None, "--num-downs",
+                                  help=f"UNet depth {GENERATOR.note('num_downs', f', unet_{UNET_SIDE}')}."),
+    ngf: int = typer.Option(None, "--ngf", help=f"Generator width {GENERATOR.note('ngf')}."),
+    ndf: int = typer.Option(None, "--ndf", help=f"Discriminator width {GENERATOR.note('ndf')}."),
+    backbone: Backbone = choice_option(None, "--backbone", help=f"ReID backbone {GENERATOR.note('backbone')}."),
     pretrained: str = typer.Option(None, "--pretrained", help="ReID backbone weights: imagenet, none or a path."),
-    p: int = typer.Option(None, "--p", min=1, help="Identities per batch [securereid 16, ppa 8]."),
-    k: int = typer.Option(None, "--k", min=1, help="Images per identity (per modality for ppa) [default: 4]."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate [default: 3.5e-4]."),
+    p: int = typer.Option(None, "--p", min=1, help=f"Identities per batch \\[securereid {SECUREREID.show('p')}, "
+                          f"ppa {PPA.show('p')}]."),
+    k: int = typer.Option(None, "--k", min=1,
+                          help=f"Images per identity (per modality for ppa) {GENERATOR.note('k')}."),
+    lr: float = typer.Option(None, "--lr", help=f"Peak learning rate {GENERATOR.note('lr')}."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Cap the steps of each epoch (quick runs)."),
     workers: int = typer.Option(2, "--workers", min=0, help="Data loading processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
-    device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
+    seed: int = seed_option(),
+    device: str = device_option(),
 ) -> None:
     """Train an anonymization generator with its ReID model (SecureReID or PPA), checkpointing every epoch."""
     if recipe not in RECIPES:
@@ -118,11 +126,10 @@ def pose_maps(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Dataset (or image folder) to run the pose expert on."),
     out: Path = typer.Option(..., "--out", help="Folder for the guidance maps (PNG, mirrored paths)."),
-    data_format: Format = choice_option("auto", "--format", "-f",
-                                        help="Dataset layout (auto: detected from its folders)."),
+    data_format: Format = format_option(),
     pose: str = typer.Option("groundtruth", "--pose", help="groundtruth, yolo or yolo:PATH_OR_NAME."),
     radius: float = typer.Option(5.0, "--radius", min=0, help="Map radius R in pixels of each image."),
-    device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
+    device: str = device_option(),
 ) -> None:
     """Render PPA's keypoint guidance maps and report the pose expert's detection rate per modality."""
     from ppvi_cli.pose.experts import render_pose_maps
@@ -153,10 +160,9 @@ def recover(
                                     "generator)."),
     output_root: Path = typer.Option(..., "--output", "-o", help="Mirror folder for the recovered images."),
     raw: Path = typer.Option(None, "--raw", help="Raw dataset the input mirrors: report PSNR/SSIM recovered vs raw."),
-    data_format: Format = choice_option("auto", "--format", "-f",
-                                        help="Input layout (auto: detected from its folders)."),
+    data_format: Format = format_option(what="Input layout"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
-    device: str = typer.Option(None, "--device", help="Compute device (default: the global --device)."),
+    device: str = device_option(),
 ) -> None:
     """Authorized reversal: run SecureReID's recovery generator over a protected folder."""
     from ppvi_cli.anonymize.generator import recover_dataset

@@ -11,6 +11,7 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Protocol, Setting, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress
+from ppvi_cli.cli.options import device_option, seed_option
 from ppvi_cli.errors import PPVIError
 
 @app.command("leak")
@@ -25,8 +26,8 @@ def leak_command(
     lr: float = typer.Option(None, "--lr", help="Classifier Adam learning rate (default 0.05)."),
     ignore_pid: list[int] = typer.Option(None, "--ignore-pid", help="A pid that is not one person (repeatable), e.g. "
                                          "0 for Market-1501 distractors (the --dp-sweep default under market)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of the split and the DP noise (default: the global --seed)."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
+    seed: int = seed_option("Seed of the split and the DP noise"),
+    device: str = device_option(),
     dp_sweep: bool = typer.Option(False, "--dp-sweep", help="Privatise the setting's gallery with the Gaussian "
                                   "mechanism at each epsilon; report utility and leakage against epsilon."),
     protocol: Protocol = choice_option(None, "--protocol", "-p", help="With --dp-sweep: the evaluation protocol."),

@@ -8,11 +8,10 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.root import app
-from ppvi_cli.cli.choices import Format, choice_option
+from ppvi_cli.cli.choices import Format
 from ppvi_cli.cli.common import emit, fmt, progress
+from ppvi_cli.cli.options import format_option
 from ppvi_cli.errors import GateFailed
-
-FORMAT_OPTION = choice_option("auto", "--format", "-f", help="Dataset layout (auto: detected from its folders).")
 
 
 def _gate(summary: dict, failures: list[str]) -> None:
@@ -24,7 +23,7 @@ def privacy(
     ctx: typer.Context,
     raw: Path = typer.Option(..., "--raw", help="Raw dataset folder."),
     anon: Path = typer.Option(..., "--anon", help="Its anonymized mirror (same relative paths)."),
-    fmt_name: Format = FORMAT_OPTION,
+    fmt_name: Format = format_option(),
     max_ssim: float = typer.Option(None, "--max-ssim", help="Gate: exit 1 if a modality's mean SSIM exceeds this (PPA: 0.5)."),
     max_psnr: float = typer.Option(None, "--max-psnr", help="Gate: exit 1 if a modality's mean PSNR exceeds this (PPA: 15 dB)."),
 ) -> None:
@@ -58,7 +57,7 @@ def privacy(
 def chaos(
     ctx: typer.Context,
     root: Path = typer.Argument(..., help="Folder of (protected) images."),
-    fmt_name: Format = FORMAT_OPTION,
+    fmt_name: Format = format_option(),
     max_ad: float = typer.Option(None, "--max-ad", help="Gate: exit 1 if a modality's mean AD exceeds this."),
 ) -> None:
     """Anderson-Darling statistic of each image's pixels against a normal law (PixelFade's chaos).

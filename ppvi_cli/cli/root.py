@@ -11,7 +11,7 @@ import typer
 
 from ppvi_cli import __version__
 from ppvi_cli.cli.common import GlobalOptions
-from ppvi_cli.device import DEVICE_HELP
+from ppvi_cli.cli.options import global_device_option, global_seed_option
 
 app = typer.Typer(
     name="ppvi",
@@ -34,11 +34,8 @@ def _version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables."),
-    device: str = typer.Option("auto", "--device", envvar="PPVI_DEVICE", show_envvar=True,
-                               help=f"Compute device: {DEVICE_HELP}. On CUDA ppvi runs deterministic kernels: "
-                               "the same GPU model and software give the same bytes."),
-    seed: int = typer.Option(0, "--seed", envvar="PPVI_SEED", show_envvar=True,
-                             help="Global random seed (a command's own --seed wins)."),
+    device: str = global_device_option(),
+    seed: int = global_seed_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", envvar="PPVI_QUIET", show_envvar=True,
                                help="No progress bars on stderr."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),

@@ -10,12 +10,16 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backbone, Format, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, given, parse_floats, progress
+from ppvi_cli.cli.options import (MODEL, TRAIN, default_note, device_option, format_option, module_constant,
+                                  seed_option, show)
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.validate import parse_size
 
 train_app = typer.Typer(help="Train models: ReID (`train reid`) and anonymization generators (`train generator`).",
                         no_args_is_help=True)
 app.add_typer(train_app, name="train")
+LR = module_constant(TRAIN.module, "DEFAULT_LR")  # by optimizer
+PEPR_LAMBDAS = TRAIN.show("pepr_lambdas")  # "1,0.1,0.001", the paper's
 
 
 @train_app.command("reid")
@@ -28,28 +32,33 @@ def reid(
     config: Path = typer.Option(None, "--config", "-c", help="YAML file (keys: the names under \"params\" in a "
                                 "run.json) or a run's own run.json: its values replace the defaults, and every "
                                 "flag given here replaces its value."),
-    fmt_name: Format = choice_option("auto", "--format", "-f",
-                                     help="Dataset layout (auto: detected from its folders)."),
+    fmt_name: Format = format_option(TRAIN["format"]),
     anon: Path = typer.Option(None, "--anon", help="Anonymized mirror of --data: hybrid training L(x) + L(anon(x))."),
-    recipe: str = typer.Option("agw", "--recipe", help="agw (CE-LS + WRT triplet + center) or pepr (PEPR-Net: "
-                               "triplet + De-ID decoder + adversarial identity)."),
-    pepr_lambdas: str = typer.Option("1,0.1,0.001", "--pepr-lambdas",
-                                     help="pepr: weights of triplet, De-ID and Adv-ID (Eq. 4) [paper: 1,0.1,0.001]."),
-    backbone: Backbone = choice_option("resnet50", "--backbone", help="ReID backbone (AGW: resnet50)."),
-    pretrained: str = typer.Option("imagenet", "--pretrained", help="imagenet, none, or a torchvision state dict."),
+    recipe: str = typer.Option(TRAIN["recipe"], "--recipe", help="agw (CE-LS + WRT triplet + center) or pepr "
+                               "(PEPR-Net: triplet + De-ID decoder + adversarial identity)."),
+    pepr_lambdas: str = typer.Option(PEPR_LAMBDAS, "--pepr-lambdas",
+                                     help="pepr: weights of triplet, De-ID and Adv-ID (Eq. 4); the default is the "
+                                     "paper's."),
+    backbone: Backbone = choice_option(TRAIN["backbone"], "--backbone", help="ReID backbone (the default is AGW's)."),
+    pretrained: str = typer.Option(TRAIN["pretrained"], "--pretrained",
+                                   help="imagenet, none, or a torchvision state dict."),
     dual_stream: bool = typer.Option(None, "--dual-stream/--single-stream",
-                                     help="Per-modality stems [default: dual for sysu and regdb]."),
-    epochs: int = typer.Option(120, "--epochs", min=1, help="Epochs (each a pass over the training ids)."),
-    p: int = typer.Option(8, "--p", "-P", min=2, help="Batch: identities per batch."),
-    k: int = typer.Option(4, "--k", "-K", min=1, help="Batch: images per identity (per modality for VI data)."),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam (AGW, lr 3.5e-4) or sgd (VI baseline, lr 0.1)."),
-    lr: float = typer.Option(None, "--lr", help="Base learning rate [default: by optimizer]."),
-    size: str = typer.Option(None, "--size", help="Input HEIGHTxWIDTH [default: 256x128]; e.g. 128x64 on a CPU."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="AGW's flip, pad-crop and random erasing."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes."),
+                                     help=f"Per-modality stems {default_note('dual for sysu and regdb')}."),
+    epochs: int = typer.Option(TRAIN["epochs"], "--epochs", min=1, help="Epochs (each a pass over the training ids)."),
+    p: int = typer.Option(TRAIN["p"], "--p", "-P", min=2, help="Batch: identities per batch."),
+    k: int = typer.Option(TRAIN["k"], "--k", "-K", min=1,
+                          help="Batch: images per identity (per modality for VI data)."),
+    optimizer: str = typer.Option(TRAIN["optimizer"], "--optimizer", help=f"adam (AGW, lr {show(LR['adam'])}) or sgd "
+                                  f"(VI baseline, lr {show(LR['sgd'])})."),
+    lr: float = typer.Option(None, "--lr", help=f"Base learning rate {default_note('by optimizer')}."),
+    size: str = typer.Option(None, "--size", help=f"Input HEIGHTxWIDTH {MODEL.note('input_size')}; e.g. 128x64 "
+                             "on a CPU."),
+    augment: bool = typer.Option(TRAIN["augment"], "--augment/--no-augment",
+                                 help="AGW's flip, pad-crop and random erasing."),
+    workers: int = typer.Option(TRAIN["workers"], "--workers", min=0, help="Data-loading worker processes."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
-    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the global --device)."),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the global --seed)."),
+    device: str = device_option(),
+    seed: int = seed_option(),
 ) -> None:
     """Train a ReID model (AGW, or PEPR-Net's privacy-enhancing objective with `--recipe pepr`).
 
@@ -62,7 +71,7 @@ def reid(
     # TrainConfig field -> (function parameter, value as the field takes it)
     flags = {"data": ("data", data), "out": ("out", out), "format": ("fmt_name", fmt_name), "anon": ("anon", anon),
              "recipe": ("recipe", recipe),
-             "pepr_lambdas": ("pepr_lambdas", tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", "1,0.1,0.001"))),
+             "pepr_lambdas": ("pepr_lambdas", tuple(parse_floats(pepr_lambdas, "--pepr-lambdas", PEPR_LAMBDAS))),
              "backbone": ("backbone", backbone), "pretrained": ("pretrained", pretrained),
              "dual_stream": ("dual_stream", dual_stream), "epochs": ("epochs", epochs), "p": ("p", p), "k": ("k", k),
              "optimizer": ("optimizer", optimizer), "lr": ("lr", lr),

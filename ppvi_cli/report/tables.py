@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.jsonsafe import json_safe
 from ppvi_cli.report.attacks import ATTACKER_COLUMNS, attack_section, attacker_cells, worst_cells, worst_recovered
 
 RUN_FILES = ("run.json", "eval.json", "privacy.json", "chaos.json", "attack.json")
@@ -349,7 +350,7 @@ def make_report(run_dirs: Sequence[str | Path], out: str | Path, overwrite: bool
         footer = [f"ppvi {run['ppvi_version']}, created {run['created']}, command: {run['command']}",
                   "versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items())]
         folder.write_text("report.html", html.render_page("ppvi privacy-utility report", sections, footer))
-        folder.write_text("report.json", json.dumps(_strict(doc), indent=1) + "\n")
+        folder.write_text("report.json", json.dumps(json_safe(doc), indent=1) + "\n")
     return doc
 
 
@@ -364,14 +365,3 @@ def _attack_here(home: Path, attack: dict | None) -> dict | None:
         return attack
     return {**attack, "attackers": {name: {**s, "recovered": _under(home, s.get("recovered"))}
                                     for name, s in attack["attackers"].items()}}
-
-
-def _strict(value):
-    """NaN/inf -> null, so report.json is strict JSON."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    return value
