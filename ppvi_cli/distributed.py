@@ -68,6 +68,8 @@ def process_group(world: World | None) -> Iterator[None]:
         dist.init_process_group("gloo")
     try:
         yield
+        if owns:  # no rank tears the group down while another still sends (gloo aborts the process then)
+            dist.barrier()
     finally:
         if owns:
             dist.destroy_process_group()

@@ -139,7 +139,7 @@ def test_gan_and_l1_run_together_gate_on_the_worst_case_and_resume(synth, tmp_pa
         for key in ("ssim", "psnr"):
             assert summary["mean"][modality][key] == max(sections[a]["mean"][modality][key] for a in ("l1", "gan"))
     assert [set(h) for h in sections["gan"]["history"]] == [{"epoch", "gan_d", "l1", "gan_g"}] * 2
-    assert sorted(p.name for p in (tmp_path / "whole").iterdir()) == ["attack.json", "attack_grid.png", "gan", "l1"]
+    assert sorted(p.name for p in (tmp_path / "whole").iterdir()) == [".ppvi", "attack.json", "attack_grid.png", "gan", "l1"]
     # resume: a run "killed" after epoch 1 ends with the weights of the uninterrupted one, discriminator included
     run_attack(AttackConfig(out=tmp_path / "parts", epochs=1, resume=True, **base))
     resumed = run_attack(AttackConfig(out=tmp_path / "parts", epochs=2, resume=True, **base))
