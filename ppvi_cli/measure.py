@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.inputs import Inputs, check_mirror, collect_inputs
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.runinfo import stamp
 
 BATCH = 256  # images decoded at once: bounds memory on large archives
@@ -68,25 +69,24 @@ def _means(rows: list[dict], keys: tuple[str, ...]) -> dict:
     return out
 
 
-def chaos_report(root: str | Path, fmt: str = "auto", on_progress: Callable[[int], None] | None = None,
-                 on_total: Callable[[int], None] | None = None) -> dict:
+def chaos_report(root: str | Path, fmt: str = "auto", on_progress: Progress | None = None) -> dict:
     """Anderson-Darling statistic of every image's pixels against a normal law; lower = more chaotic.
 
     Returns `{"images": [{"path", "modality", "ad"}], "mean": {modality: ad}, "undefined": {modality:
     [paths]}}`; a constant image's AD is undefined (NaN), and so is its modality's mean.
+    Progress: stage "chaos", images scored.
     """
     from ppvi_cli.metrics.chaos import chaos_scores
 
     inputs = collect_inputs(root, fmt)
     records, used = _measurable(inputs, "DIR"), inputs.format
-    if on_total:
-        on_total(len(records))
+    tracker = Tracker(on_progress, "chaos", len(records))
+    tracker.start()
     rows = []
     for batch in _batches(records):
         scores = chaos_scores([_read(r.path) for r in batch])
         rows += [{"path": r.relpath, "modality": r.modality, "ad": float(s)} for r, s in zip(batch, scores)]
-        if on_progress:
-            on_progress(len(batch))
+        tracker.advance(len(batch))
     return {"images": rows, "mean": _means(rows, ("ad",)), "undefined": {"ad": _undefined(rows, "ad")},
             "format": used, "root": str(root),
             "run": stamp(None, {"format": fmt, "statistic": "scipy.stats.anderson(x, 'norm').statistic"})}
@@ -101,19 +101,18 @@ def paired_records(raw_root: str | Path, anon_root: str | Path, fmt: str = "auto
 
 
 def privacy_report(raw_root: str | Path, anon_root: str | Path, fmt: str = "auto",
-                   on_progress: Callable[[int], None] | None = None,
-                   on_total: Callable[[int], None] | None = None) -> dict:
+                   on_progress: Progress | None = None) -> dict:
     """SSIM and PSNR of each anonymized image against its raw twin, and their mean per modality.
 
     Returns `{"images": [{"path", "modality", "ssim", "psnr"}], "mean": {modality: {"ssim", "psnr"}},
     "undefined": {"ssim": {modality: [paths]}}}`: the SSIM of an image smaller than its 7x7 window
-    is undefined (NaN).
+    is undefined (NaN). Progress: stage "privacy", images compared.
     """
     from ppvi_cli.metrics.image_quality import batch_ssim_psnr
 
     records, used = paired_records(raw_root, anon_root, fmt)
-    if on_total:
-        on_total(len(records))
+    tracker = Tracker(on_progress, "privacy", len(records))
+    tracker.start()
     rows_by_path: dict[str, dict] = {}
     for batch in _batches(records):
         by_shape: dict[tuple, list[tuple[Record, np.ndarray, np.ndarray]]] = defaultdict(list)
@@ -128,8 +127,7 @@ def privacy_report(raw_root: str | Path, anon_root: str | Path, fmt: str = "auto
             for (rec, _, _), s, p in zip(group, ssim, psnr):
                 rows_by_path[rec.relpath] = {"path": rec.relpath, "modality": rec.modality,
                                              "ssim": float(s), "psnr": float(p)}
-        if on_progress:
-            on_progress(len(batch))
+        tracker.advance(len(batch))
     rows = [rows_by_path[r.relpath] for r in records]
     return {"images": rows, "mean": _means(rows, ("ssim", "psnr")), "undefined": {"ssim": _undefined(rows, "ssim")},
             "format": used,

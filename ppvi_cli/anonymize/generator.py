@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch
 from ppvi_cli.anonymize.methods import METHODS, Method
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, renamed
 
 GENERATOR_OF = {"securereid": "g_x", "ppa": "g"}
 
@@ -148,10 +149,10 @@ def recovery_quality(raw_root: str | Path, recovered_root: str | Path, relpaths:
 
 def recover_dataset(checkpoint: str | Path, input_root: str | Path, output_root: str | Path,
                     raw_root: str | Path | None = None, fmt: str = "auto", device: str = "auto",
-                    batch_size: int = 16, on_progress: Callable[[int], None] | None = None,
-                    on_total: Callable[[int], None] | None = None) -> dict:
+                    batch_size: int = 16, on_progress: Progress | None = None) -> dict:
     """Recover every image of a protected folder into a mirror (atomic writes, resume, manifest).
 
+    Progress: stage "recover", one event per image (as `anonymize_dataset` reports them).
     With `raw_root` (the raw dataset the protected folder mirrors) the summary gains "quality":
     PSNR/SSIM of recovered vs raw (SecureReID reports above 25 dB / 0.9).
     """
@@ -161,8 +162,8 @@ def recover_dataset(checkpoint: str | Path, input_root: str | Path, output_root:
     if raw_root is not None and not Path(raw_root).is_dir():
         raise PPVIError(f"--raw {raw_root} is not a directory; pass the raw dataset the protected folder mirrors")
     summary = anonymize_dataset(RecoveryMethod(str(checkpoint)), input_root, output_root, fmt=fmt, device=device,
-                                batch_size=batch_size, extra_inputs={"--raw": raw_root}, on_progress=on_progress,
-                                on_total=on_total)
+                                batch_size=batch_size, extra_inputs={"--raw": raw_root},
+                                on_progress=renamed(on_progress, "recover"))
     if raw_root is not None:
         failed = {item["path"] for item in summary["failed"]}
         records = collect_inputs(Path(input_root), fmt).records

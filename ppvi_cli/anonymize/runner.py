@@ -34,6 +34,7 @@ from ppvi_cli.data.imageio import MAX_PIXELS, ImageReadError, decode_image, enco
 from ppvi_cli.data.inputs import collect_inputs
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.runfolder import RunFolder, check_outside_inputs, stored_identity
 from ppvi_cli.runinfo import derived_seed, stamp, versions
 from ppvi_cli.validate import check_number
@@ -141,8 +142,7 @@ def anonymize_dataset(
     overwrite: bool = False,
     max_pixels: int = MAX_PIXELS,
     extra_inputs: dict[str, str | Path | None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> dict:
     """Protect every image of `input_root` into the mirror `output_root`; return the run summary.
 
@@ -155,7 +155,9 @@ def anonymize_dataset(
     `extra_inputs` names other inputs (option -> path) the output must stay clear of, as the method's.
     `device` is where a method with a model runs; it is recorded but not compared on resume (a
     resume may continue on another device, whose float rounding then applies to the files it writes).
-    Everything is checked (options, input, model) before the output is touched.
+    Everything is checked (options, input, model) before the output is touched; only then does
+    `on_progress` hear of stage "anonymize <method>": one event with the shard's image count, then one
+    per image (or batch) done, ending at done == total.
     """
     check_number("--batch-size", batch_size, low=1, integer=True)
     check_number("--max-pixels", max_pixels, low=1, integer=True)
@@ -195,12 +197,11 @@ def anonymize_dataset(
         for rel in inputs.metadata:
             if not folder.finished(rel):
                 folder.write(rel, lambda fh, rel=rel: _copy(src / rel, fh))
-        if on_total:  # only now: a refused run prints just its error
-            on_total(len(mine) + len(mine_refused))
+        tracker = Tracker(on_progress, f"anonymize {method.name}", len(mine) + len(mine_refused))
+        tracker.start()  # only now: a refused run prints just its error
         for item in mine_refused:
             files[item["path"]] = {"status": "failed", "reason": item["reason"]}
-            if on_progress:
-                on_progress(1)
+            tracker.advance()
 
         def finished(rec: Record) -> bool:
             return folder.finished(rec.relpath) and (not save_float or folder.finished(float_copy_path(rec.relpath).as_posix()))
@@ -218,8 +219,7 @@ def anonymize_dataset(
                 entry = folder.entry(rec.relpath)
                 files[rec.relpath] = {"status": "skipped", "sha256": entry["sha256"],
                                       **({"stats": entry["stats"]} if entry.get("stats") else {})}
-                if on_progress:
-                    on_progress(1)
+                tracker.advance()
         pending: list = []  # staged files waiting for one journal entry (one fsync) for all of them
         pending_extra: dict[str, dict] = {}
         last_save = last_commit = time.monotonic()
@@ -245,8 +245,7 @@ def anonymize_dataset(
                     except ImageReadError as exc:
                         failed.append({"path": rec.relpath, "reason": exc.reason})
                         files[rec.relpath] = {"status": "failed", "reason": exc.reason}
-                        if on_progress:
-                            on_progress(1)
+                        tracker.advance()
                         continue
                     batch.append(rec)
                     images.append(decoded.pixels)
@@ -266,8 +265,7 @@ def anonymize_dataset(
                                                     np.save(fh, np.asarray(f, dtype=np.float32))))
                     pending_extra[rec.relpath] = {"stats": result.stats} if result.stats else {}
                     new += 1
-                if on_progress:
-                    on_progress(new)
+                tracker.advance(new)
                 if len(pending) >= COMMIT_FILES or time.monotonic() - last_commit > COMMIT_EVERY_S:
                     written += commit()
                 if time.monotonic() - last_save > MANIFEST_EVERY_S:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format, Method, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress_bars
 from ppvi_cli.cli.options import (BLUR, MOSAIC, NOISE, PIXELFADE, device_option, format_option, module_constant,
                                   seed_option, show)
 from ppvi_cli.data.imageio import MAX_PIXELS
@@ -138,8 +138,8 @@ def anonymize(
     options = dict(fmt=fmt_name, seed=effective_seed(ctx, seed), batch_size=batch_size,
                    device=process_device(effective_device(ctx, device), world), save_float=save_float,
                    overwrite=overwrite, max_pixels=max_pixels)
-    with process_group(world), progress(ctx, f"anonymize {method}") as bar:
-        options.update(on_progress=bar.advance, on_total=bar.set_total)
+    with process_group(world), progress_bars(ctx) as on_progress:
+        options.update(on_progress=on_progress)
         if world is None:
             summary = anonymize_dataset(protector, input_root, output_root, shard=parse_shard(shard), **options)
         else:

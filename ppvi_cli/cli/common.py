@@ -10,10 +10,12 @@ from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
 
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.jsonsafe import json_safe
+from ppvi_cli.progress import Event, Progress
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -62,44 +64,34 @@ def emit(ctx: typer.Context, result: dict, human: Callable[[Console], None]) -> 
         human(stdout)
 
 
-class Bar:
-    """A progress bar handle: call it (or `.advance(n)`) per item; `.set_total(n)` once known.
-
-    The bar is drawn only once work starts, so a command that fails its checks prints just the error.
-    """
-
-    def __init__(self, progress: Progress, description: str, total: int | None):
-        self._progress, self._description, self._total = progress, description, total
-        self._task = None
-
-    def _start(self):
-        if self._task is None:
-            self._progress.start()
-            self._task = self._progress.add_task(self._description, total=self._total)
-        return self._task
-
-    def advance(self, n: int = 1) -> None:
-        self._progress.advance(self._start(), n)
-
-    __call__ = advance
-
-    def set_total(self, total: int) -> None:
-        self._progress.update(self._start(), total=total)
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._progress.stop()
-
-
 @contextmanager
-def progress(ctx: typer.Context, description: str, total: int | None = None) -> Iterator[Bar]:
-    """A progress bar on stderr (never stdout, so --json stays clean). Silent with --quiet."""
+def progress_bars(ctx: typer.Context, echo_info: bool = False) -> Iterator[Progress]:
+    """The `on_progress` callback for library calls: one bar per stage of its `Event`s, drawn on stderr
+    (never stdout, so --json stays clean) from the first event on; silent with --quiet.
+
+    `echo_info`: also print each event's `info` as a line of `key value` pairs (training logs)."""
+    quiet = options(ctx).quiet
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    bar = Bar(Progress(*columns, console=stderr, disable=options(ctx).quiet), description, total)
+    bars = RichProgress(*columns, console=stderr, disable=quiet)
+    tasks: dict[str, TaskID] = {}
+
+    def on_progress(event: Event) -> None:
+        if quiet:
+            return
+        if not tasks:
+            bars.start()
+        if event.stage not in tasks:  # a resumed run's bar starts where it stands, no jump in the rate
+            tasks[event.stage] = bars.add_task(event.stage, total=event.total, completed=event.done)
+        else:
+            bars.update(tasks[event.stage], total=event.total, completed=event.done)
+        if echo_info and event.info:
+            bars.console.print(" ".join(f"{key} {fmt(value, 4)}" for key, value in event.info.items()))
+
     try:
-        yield bar
+        yield on_progress
     finally:
-        bar.close()
+        if tasks:
+            bars.stop()
 
 
 def fmt(value, digits: int = 4) -> str:

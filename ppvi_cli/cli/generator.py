@@ -134,9 +134,9 @@ def pose_maps(
     """Render PPA's keypoint guidance maps and report the pose expert's detection rate per modality."""
     from ppvi_cli.pose.experts import render_pose_maps
 
-    with progress(ctx, f"pose {pose}") as bar:
+    with progress_bars(ctx) as on_progress:
         summary = render_pose_maps(data, out, pose, data_format, radius, effective_device(ctx, device),
-                                   on_progress=bar.advance, on_total=bar.set_total)
+                                   on_progress=on_progress)
 
     def human(console):
         table = Table(title=f"pose {pose} -> {summary['out']} (R = {radius:g} px)")
@@ -167,10 +167,9 @@ def recover(
     """Authorized reversal: run SecureReID's recovery generator over a protected folder."""
     from ppvi_cli.anonymize.generator import recover_dataset
 
-    with progress(ctx, "recover") as bar:
+    with progress_bars(ctx) as on_progress:
         summary = recover_dataset(checkpoint, input_root, output_root, raw, data_format,
-                                  effective_device(ctx, device), batch_size, on_progress=bar.advance,
-                                  on_total=bar.set_total)
+                                  effective_device(ctx, device), batch_size, on_progress=on_progress)
 
     def human(console):
         console.print(f"recovered {summary['written']} written, {summary['skipped']} skipped, "

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format
-from ppvi_cli.cli.common import emit, fmt, progress
+from ppvi_cli.cli.common import emit, fmt, progress_bars
 from ppvi_cli.cli.options import format_option
 from ppvi_cli.errors import GateFailed
 
@@ -35,8 +35,8 @@ def privacy(
     """
     from ppvi_cli.measure import gate_failures, privacy_report
 
-    with progress(ctx, "privacy") as bar:
-        summary = privacy_report(raw, anon, fmt_name, on_progress=bar, on_total=bar.set_total)
+    with progress_bars(ctx) as on_progress:
+        summary = privacy_report(raw, anon, fmt_name, on_progress=on_progress)
     _gate(summary, gate_failures(summary["mean"], {"ssim": max_ssim, "psnr": max_psnr}, summary["undefined"]))
 
     def human(console):
@@ -67,8 +67,8 @@ def chaos(
     """
     from ppvi_cli.measure import chaos_report, gate_failures
 
-    with progress(ctx, "chaos") as bar:
-        summary = chaos_report(root, fmt_name, on_progress=bar, on_total=bar.set_total)
+    with progress_bars(ctx) as on_progress:
+        summary = chaos_report(root, fmt_name, on_progress=on_progress)
     _gate(summary, gate_failures(summary["mean"], {"ad": max_ad}, summary["undefined"]))
 
     def human(console):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from ppvi_cli.data.transforms import normalize
 from ppvi_cli.device import deterministic, select_device
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.reid import ReIDModel
+from ppvi_cli.progress import Progress, Tracker
 
 
 def extract_features(
@@ -25,7 +26,7 @@ def extract_features(
     batch_size: int = 64,
     input_size: tuple[int, int] | None = None,
     anon_root: str | Path | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
     num_workers: int = 0,
 ) -> np.ndarray:
     """BNNeck features `[N, D]` float32 (un-normalised, row i = records[i]) of `model` in eval mode.
@@ -35,6 +36,7 @@ def extract_features(
     under `device.deterministic` (IEEE float32, fixed algorithms). With `anon_root`, the
     anonymized twin `anon_root / relpath` is read instead (every twin must exist). The model is
     moved to `device` and left in the mode it came in. `num_workers` > 0 decodes in worker processes.
+    Progress: stage "features", images done of `records` after each batch.
     """
     if batch_size < 1:
         raise PPVIError(f"--batch-size must be at least 1, got {batch_size}")
@@ -51,6 +53,7 @@ def extract_features(
     loader = DataLoader(RecordImages(records, size), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     out = np.empty((len(records), config.feat_dim), np.float32)
+    tracker = Tracker(on_progress, "features", len(records))
     was_training = model.training
     model.to(device).eval()
     try:
@@ -59,8 +62,7 @@ def extract_features(
                 x = normalize(images.to(device, non_blocking=True), config.mean, config.std)
                 feats = model.extract(x, modality)  # a dual-stream model routes on the host
                 out[index.numpy()] = feats.float().cpu().numpy()
-                if on_progress is not None:
-                    on_progress(len(index))
+                tracker.advance(len(index))
     except PPVIError as exc:  # from a worker it arrives wrapped in the worker's traceback: keep the message
         raise PPVIError(str(exc).rsplit("PPVIError: ", 1)[-1].strip()) from None
     finally:

@@ -13,7 +13,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from ppvi_cli.data.imageio import ImageReadError, read_image, write_image_atomic
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.pose.maps import RADIUS, detected, guidance_maps
+from ppvi_cli.progress import Progress, Tracker
 
 NUM_KEYPOINTS = 17
 DEFAULT_YOLO = "yolov8n-pose.pt"
@@ -168,14 +169,13 @@ def map_path(out: Path, relpath: str) -> Path:
 
 def render_pose_maps(data: str | Path, out: str | Path, pose: str = "groundtruth", fmt: str = "auto",
                      radius: float = RADIUS, device: str = "auto", batch_size: int = 32,
-                     on_progress: Callable[[int], None] | None = None,
-                     on_total: Callable[[int], None] | None = None) -> dict:
+                     on_progress: Progress | None = None) -> dict:
     """Write each image's guidance map (8-bit PNG, 255 within `radius` pixels of a keypoint) under `out`.
 
     Also writes `out/keypoints.json` (the expert's keypoints, readable by `--pose groundtruth`) and
     `out/pose.json` (this summary). Returns the reproducibility stamp (params, versions) with `{"pose",
     "radius", "images", "detection": {modality: {"images", "detected", "rate"}}, "unreadable", "out"}`;
-    rate is detected / images.
+    rate is detected / images. Progress: stage "pose <pose>", images done of the dataset's.
     """
     from ppvi_cli.data.inputs import collect_inputs
     from ppvi_cli.runinfo import stamp
@@ -186,8 +186,8 @@ def render_pose_maps(data: str | Path, out: str | Path, pose: str = "groundtruth
     inputs = collect_inputs(src, fmt)
     records, used_format = inputs.records, inputs.format
     expert = build_expert(pose, src, device)
-    if on_total:
-        on_total(len(records))
+    tracker = Tracker(on_progress, f"pose {pose}", len(records))
+    tracker.start()
     table: dict[str, list] = {}
     seen, found, unreadable = Counter(), Counter(), []
     for start in range(0, len(records), batch_size):
@@ -205,8 +205,7 @@ def render_pose_maps(data: str | Path, out: str | Path, pose: str = "groundtruth
             table[rec.relpath] = [[round(float(x), 2), round(float(y), 2), int(v)] for x, y, v in row]
             seen[rec.modality] += 1
             found[rec.modality] += bool(hit)
-        if on_progress:
-            on_progress(len(records[start:start + batch_size]))
+        tracker.advance(len(records[start:start + batch_size]))
     summary = {**stamp(None, {"pose": pose, "radius": radius, "format": fmt}),
                "pose": expert.describe(), "radius": radius, "format": used_format, "images": sum(seen.values()),
                "detection": {m: {"images": seen[m], "detected": found[m], "rate": found[m] / seen[m]}
