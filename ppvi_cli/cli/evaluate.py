@@ -6,7 +6,6 @@ The features come from a saved file (`--features F.npz`) or from a checkpoint ru
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import typer
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Format, Protocol, SettingOrAll, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress_bars
 from ppvi_cli.cli.features import CACHE_HELP, TEST_IDS_HELP, TRIAL_HELP
 from ppvi_cli.cli.options import device_option, format_option, seed_option
 
@@ -74,10 +73,12 @@ def eval_command(
 
     files = EvalOutputs(per_query, ranked, figure, topk, figure_queries, image_root, anon_image_root)
     dp_gallery = None if dp_epsilon is None else DPGallery(dp_epsilon, dp_delta, effective_seed(ctx, seed))
-    doc = evaluate(protocol, setting, features=features, model=model, data=data, fmt=fmt, anon=anon, trial=trial,
-                   test_ids=test_ids, pattern=pattern, batch_size=batch_size, workers=workers, cache_dir=cache_dir,
-                   no_cache=no_cache, dp=dp_gallery, trials=trials, backend=backend, device=effective_device(ctx, device),
-                   chunk_size=chunk_size, query_block=query_block, outputs=files, progress=partial(progress, ctx))
+    with progress_bars(ctx) as on_progress:
+        doc = evaluate(protocol, setting, features=features, model=model, data=data, fmt=fmt, anon=anon, trial=trial,
+                       test_ids=test_ids, pattern=pattern, batch_size=batch_size, workers=workers, cache_dir=cache_dir,
+                       no_cache=no_cache, dp=dp_gallery, trials=trials, backend=backend,
+                       device=effective_device(ctx, device), chunk_size=chunk_size, query_block=query_block,
+                       outputs=files, on_progress=on_progress)
     outputs, dp, source = doc["outputs"], doc.get("dp"), doc.get("source")
 
     def human(console):

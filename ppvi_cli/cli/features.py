@@ -5,7 +5,6 @@ The work is `ppvi_cli.evaluation.extract`; `ppvi eval --model` extracts (or reus
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import typer
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format, Protocol, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress_bars
 from ppvi_cli.cli.options import device_option, format_option
 
 TRIAL_HELP = "RegDB: the split trial of the idx files, 1..10."
@@ -52,10 +51,11 @@ def features_command(
     """
     from ppvi_cli.evaluation import extract
 
-    doc = extract(model, data, out, fmt=fmt, anon=anon, protocol=protocol, trial=trial, test_ids=test_ids,
-                  pattern=pattern, batch_size=batch_size, workers=workers, device=effective_device(ctx, device),
-                  cache_dir=cache_dir, no_cache=no_cache, overwrite=overwrite, seed=effective_seed(ctx, None),
-                  progress=partial(progress, ctx))
+    with progress_bars(ctx) as on_progress:
+        doc = extract(model, data, out, fmt=fmt, anon=anon, protocol=protocol, trial=trial, test_ids=test_ids,
+                      pattern=pattern, batch_size=batch_size, workers=workers, device=effective_device(ctx, device),
+                      cache_dir=cache_dir, no_cache=no_cache, overwrite=overwrite, seed=effective_seed(ctx, None),
+                      on_progress=on_progress)
     if doc is None:  # under torchrun, rank 0 writes the file and reports for the job
         return
 

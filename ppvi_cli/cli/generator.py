@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backbone, Format, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress, stderr
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress_bars, stderr
 from ppvi_cli.cli.options import (GENERATOR, PPA, SECUREREID, default_note, device_option, format_option,
                                   seed_option)
 from ppvi_cli.cli.train import train_app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import typer
@@ -10,7 +9,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Protocol, Setting, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress_bars
 from ppvi_cli.cli.options import device_option, seed_option
 from ppvi_cli.errors import PPVIError
 
@@ -76,8 +75,9 @@ def leak_command(
     for name, value in (("--protocol", protocol), ("--setting", setting), ("--plot", plot), ("--trials", trials)):
         if value is not None:
             raise PPVIError(f"{name} applies only with --dp-sweep")
-    doc = leakage(features, which or "gallery_raw", classifier, seed, ignore_pids=ignore_pid or (), device=dev,
-                  progress=partial(progress, ctx))
+    with progress_bars(ctx) as on_progress:
+        doc = leakage(features, which or "gallery_raw", classifier, seed, ignore_pids=ignore_pid or (), device=dev,
+                      on_progress=on_progress)
     results = doc["results"]
 
     def human(console):
@@ -99,8 +99,10 @@ def _sweep(ctx, features, protocol, setting, epsilons, delta, sensitivity, seed,
            trials, backend, plot) -> None:
     from ppvi_cli.evaluation.leakage import dp_sweep
 
-    doc = dp_sweep(features, protocol, setting, epsilons, delta, sensitivity, seed, classifier, ignore_pids=ignore_pid,
-                   trials=trials, backend=backend, device=device, plot=plot, progress=partial(progress, ctx))
+    with progress_bars(ctx) as on_progress:
+        doc = dp_sweep(features, protocol, setting, epsilons, delta, sensitivity, seed, classifier,
+                       ignore_pids=ignore_pid, trials=trials, backend=backend, device=device, plot=plot,
+                       on_progress=on_progress)
     outputs = doc["outputs"]
 
     def human(console):

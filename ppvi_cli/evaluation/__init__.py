@@ -11,6 +11,6 @@ are pure functions in `ppvi_cli.metrics`. Modules:
 """
 
 from ppvi_cli.evaluation.outputs import EvalOutputs
-from ppvi_cli.evaluation.pipeline import DPGallery, evaluate, evaluate_model, extract, no_progress
+from ppvi_cli.evaluation.pipeline import DPGallery, evaluate, evaluate_model, extract
 
-__all__ = ["DPGallery", "EvalOutputs", "evaluate", "evaluate_model", "extract", "no_progress"]
+__all__ = ["DPGallery", "EvalOutputs", "evaluate", "evaluate_model", "extract"]

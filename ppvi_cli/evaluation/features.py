@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from ppvi_cli.errors import PPVIError
 from ppvi_cli.evaluation.split import DEFAULT_TEST_IDS, EvalSplit, eval_split
 from ppvi_cli.evaluation.store import load_features, save_features
 from ppvi_cli.metrics.features import FeatureSet
+from ppvi_cli.progress import Progress, Tracker
 
 CACHE_VERSION = 1  # bump when the cached arrays would change for the same inputs
 
@@ -98,8 +99,7 @@ def dataset_features(
     pattern: str | None = None,
     input_size: tuple[int, int] | None = None,
     num_workers: int = 0,
-    on_total: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
     world=None,
 ) -> ModelFeatures:
     """Query and gallery features of `model` on a dataset, raw and (with `anon_root`) anonymized.
@@ -108,7 +108,7 @@ def dataset_features(
     relative to the dataset root. `model_sha256` (the checkpoint's) saves hashing the weights.
     With `cache_dir`, features are reused when model, split and every image's bytes are unchanged
     (the cache holds identity features and image paths: keep it private, or pass no cache_dir).
-    `on_total(n)` gets the number of images to extract (0 on a hit), `on_progress(k)` each batch.
+    Progress: stage "features", images extracted of all to extract (raw and anon; no events on a hit).
     `world` (a `distributed.World`, under torchrun): each rank extracts every WORLD_SIZE-th batch and
     all ranks return the whole set, batch for batch what one process computes; rank 0 writes the cache.
     """
@@ -131,16 +131,14 @@ def dataset_features(
         cache_path = Path(cache_dir).expanduser() / f"{key}.npz"
         hit = _cached(cache_path, split.notes)
         if hit is not None:
-            if on_total:
-                on_total(0)
             return ModelFeatures(dataclasses.replace(hit, source=source), split, "hit", cache_path, model_sha256)
-    if on_total:
-        on_total(len(records) * (1 if anon_root is None else 2))
+    tracker = Tracker(on_progress, "features", len(records) * (1 if anon_root is None else 2))
+    tracker.start()
     nq = len(split.query)
     forms = {"raw": None} | ({"anon": anon_root} if anon_root is not None else {})
     query, gallery = {}, {}
     for form, root in forms.items():
-        feats = _extract(model, records, device, batch_size, size, root, on_progress, num_workers, world)
+        feats = _extract(model, records, device, batch_size, size, root, tracker.part(), num_workers, world)
         query[form], gallery[form] = feats[:nq], feats[nq:]
     ints = lambda recs, attr: np.array([getattr(r, attr) for r in recs], dtype=np.int64)  # noqa: E731
     paths = lambda recs: np.array([r.relpath for r in recs], dtype=str)  # noqa: E731

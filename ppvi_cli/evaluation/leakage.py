@@ -1,8 +1,8 @@
 """`ppvi leak`'s pipeline: saved features -> identity leakage, or -> the DP-gallery epsilon sweep (PEPR-Net).
 
 The kernels are `ppvi_cli.metrics.leakage.identity_leakage` and `ppvi_cli.metrics.dp.dp_sweep`;
-here the features file is read, the plot written and the JSON document assembled. `progress` is as
-in `ppvi_cli.evaluation.pipeline`.
+here the features file is read, the plot written and the JSON document assembled. Progress goes to
+`on_progress` as `ppvi_cli.progress.Event`s.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.evaluation.pipeline import Progress, no_progress
+from ppvi_cli.progress import Progress, Tracker
 
 FEATURE_KEYS = ("query_raw", "gallery_raw", "query_anon", "gallery_anon")
 
@@ -34,11 +34,11 @@ def feature_keys(which: str, feats) -> list[str]:
 
 
 def leakage(features: Path, which: str, classifier: dict, seed: int, *, ignore_pids: Sequence[int] = (),
-            device: str = "cpu", progress: Progress = no_progress) -> dict:
+            device: str = "cpu", on_progress: Progress | None = None) -> dict:
     """Identity leakage of each array of the features file that `which` names.
 
     `classifier`: `identity_leakage`'s train_fraction, epochs, lr. Returns {"mode": "leakage",
-    "features", "results": {key: leakage}, "params", "run"}.
+    "features", "results": {key: leakage}, "params", "run"}. Progress: stage "identity leakage", arrays done.
     """
     from ppvi_cli.evaluation.store import load_features
     from ppvi_cli.metrics.leakage import identity_leakage
@@ -48,13 +48,13 @@ def leakage(features: Path, which: str, classifier: dict, seed: int, *, ignore_p
     keys = feature_keys(which, feats)
     ignore = tuple(ignore_pids)
     results = {}
-    with progress("identity leakage", len(keys)) as bar:
-        for key in keys:
-            side, form = key.split("_")
-            rows = (feats.query if side == "query" else feats.gallery)[form]
-            pids = feats.query_pids if side == "query" else feats.gallery_pids
-            results[key] = identity_leakage(rows, pids, seed, ignore_pids=ignore, device=device, **classifier)
-            bar()
+    tracker = Tracker(on_progress, "identity leakage", len(keys))
+    for key in keys:
+        side, form = key.split("_")
+        rows = (feats.query if side == "query" else feats.gallery)[form]
+        pids = feats.query_pids if side == "query" else feats.gallery_pids
+        results[key] = identity_leakage(rows, pids, seed, ignore_pids=ignore, device=device, **classifier)
+        tracker.advance()
     params = {"which": keys, **classifier, "ignore_pids": sorted(set(ignore)), "device": device}
     return {"mode": "leakage", "features": str(features), "results": results, "params": params,
             "run": stamp(seed, params)}
@@ -63,7 +63,7 @@ def leakage(features: Path, which: str, classifier: dict, seed: int, *, ignore_p
 def dp_sweep(features: Path, protocol: str, setting: str, epsilons: Sequence[float], delta: float,
              sensitivity: float, seed: int, classifier: dict, *, ignore_pids: Sequence[int] | None = None,
              trials: int | None = None, backend: str = "auto", device: str = "cpu", plot: Path | None = None,
-             progress: Progress = no_progress) -> dict:
+             on_progress: Progress | None = None) -> dict:
     """Utility and leakage of `setting`'s gallery without DP and at each epsilon, from a features file.
 
     Every epsilon (and the protocol) is checked before the file is read; `plot` gets the PNG.
@@ -79,10 +79,9 @@ def dp_sweep(features: Path, protocol: str, setting: str, epsilons: Sequence[flo
         gaussian_sigma(epsilon, delta, sensitivity)  # a bad value fails before the features are read
     feats = load_features(features)
     feats.setting(setting)
-    with progress(f"dp sweep {protocol} {setting}", len(epsilons) + 1) as bar:
-        doc = sweep(feats, protocol, setting, epsilons, delta, seed, sensitivity=sensitivity,
-                    ignore_pids=ignore_pids or None, leakage_options=classifier, device=device, on_row=bar.advance,
-                    trials=trials, backend=backend)
+    doc = sweep(feats, protocol, setting, epsilons, delta, seed, sensitivity=sensitivity,
+                ignore_pids=ignore_pids or None, leakage_options=classifier, device=device, on_progress=on_progress,
+                trials=trials, backend=backend)
     outputs = {}
     if plot is not None:
         from ppvi_cli.report.dp_plot import plot_dp_sweep

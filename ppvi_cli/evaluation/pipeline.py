@@ -5,41 +5,22 @@
   DP gallery and the per-query / ranked / figure files (`ppvi eval`); `evaluate_model` is its
   checkpoint form (the demo's evaluation).
 
-Each returns the JSON document the command prints. Progress goes to `progress(description, total)`, a
-context manager yielding a bar with `advance(n)` and `set_total(n)` (the CLI passes its progress bars;
-the default draws nothing). Errors are PPVIError and name the command-line options.
+Each returns the JSON document the command prints. Progress goes to `on_progress` as
+`ppvi_cli.progress.Event`s (stages "features" and "eval <protocol>"; None reports nothing). Errors
+are PPVIError and name the command-line options.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
+from typing import Sequence
 
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.evaluation.outputs import EvalOutputs
 from ppvi_cli.evaluation.split import DEFAULT_TEST_IDS
 from ppvi_cli.metrics.features import SETTINGS
-
-Progress = Callable[..., ContextManager]
-
-
-class _NoBar:
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    __call__ = advance
-
-    def set_total(self, total: int) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def no_progress(description: str, total: int | None = None):
-    """The default `progress`: a bar that draws nothing."""
-    yield _NoBar()
-
+from ppvi_cli.progress import Progress
 
 @dataclass(frozen=True)
 class DPGallery:
@@ -52,7 +33,7 @@ class DPGallery:
 
 def model_features(*, model: Path, data: Path, fmt: str, anon: Path | None, protocol: str | None, trial: int,
                    test_ids: int, pattern: str | None, batch_size: int, workers: int, device: str,
-                   cache_dir: Path | None, no_cache: bool, world=None, progress: Progress = no_progress):
+                   cache_dir: Path | None, no_cache: bool, world=None, on_progress: Progress | None = None):
     """Load the checkpoint, then extract or reuse features: `(ModelFeatures, params dict for the stamp)`.
 
     `device` is the --device asked for (auto, cpu, cuda[:N]); under torchrun (`world`) each rank takes
@@ -83,15 +64,9 @@ def model_features(*, model: Path, data: Path, fmt: str, anon: Path | None, prot
               "test_ids": test_ids, "pattern": pattern, "batch_size": batch_size, "workers": workers,
               "device": str(torch_device), "cache_dir": None if cache is None else str(cache),
               "model_config": config.to_dict()}
-    with progress("features") as bar:
-
-        def on_total(n: int) -> None:
-            if n:  # a cache hit extracts nothing: no bar
-                bar.set_total(n)
-
-        result = dataset_features(net, data, fmt, anon, torch_device, batch_size, cache, model_sha256=meta["sha256"],
-                                  protocol=protocol, trial=trial, test_ids=test_ids, pattern=pattern,
-                                  num_workers=workers, on_total=on_total, on_progress=bar.advance, world=world)
+    result = dataset_features(net, data, fmt, anon, torch_device, batch_size, cache, model_sha256=meta["sha256"],
+                              protocol=protocol, trial=trial, test_ids=test_ids, pattern=pattern,
+                              num_workers=workers, on_progress=on_progress, world=world)
     params["format"] = result.split.format
     return result, params
 
@@ -112,7 +87,7 @@ def extract(model: Path, data: Path, out: Path, *, fmt: str = "auto", anon: Path
             protocol: str | None = None, trial: int = 1, test_ids: int = DEFAULT_TEST_IDS, pattern: str | None = None,
             batch_size: int = 64, workers: int = 0, device: str = "cpu", cache_dir: Path | None = None,
             no_cache: bool = False, overwrite: bool = False, seed: int | None = None,
-            progress: Progress = no_progress) -> dict | None:
+            on_progress: Progress | None = None) -> dict | None:
     """`ppvi features`: write the checkpoint's query/gallery features of `data` (and `anon`) to `out`.
 
     `out` must lie outside the inputs and be absent or a features file (or `overwrite`). Under
@@ -131,7 +106,7 @@ def extract(model: Path, data: Path, out: Path, *, fmt: str = "auto", anon: Path
         result, params = model_features(model=model, data=data, fmt=fmt, anon=anon, protocol=protocol, trial=trial,
                                         test_ids=test_ids, pattern=pattern, batch_size=batch_size, workers=workers,
                                         device=device, cache_dir=cache_dir, no_cache=no_cache, world=world,
-                                        progress=progress)
+                                        on_progress=on_progress)
     if world is not None and not world.main:  # rank 0 writes the file and reports for the job
         return None
     save_features(out, result.features)
@@ -159,7 +134,7 @@ def evaluate(protocol: str, settings: str | Sequence[str], *, features: Path | N
              workers: int | None = None, cache_dir: Path | None = None, no_cache: bool = False,
              dp: DPGallery | None = None, trials: int | None = None, backend: str = "auto", device: str = "cpu",
              retrieval_device: str | None = None, chunk_size: int = 8192, query_block: int = 512,
-             outputs: EvalOutputs = EvalOutputs(), progress: Progress = no_progress) -> dict:
+             outputs: EvalOutputs = EvalOutputs(), on_progress: Progress | None = None) -> dict:
     """`ppvi eval`: evaluate saved `features`, or a `model` checkpoint over `data` (and `anon`), exactly.
 
     `settings`: a setting name, "all", or a list of names. The model-only options (`data` to
@@ -212,7 +187,7 @@ def evaluate(protocol: str, settings: str | Sequence[str], *, features: Path | N
         source, model_params = model_features(
             model=model, data=data, fmt=fmt or "auto", anon=anon, protocol=protocol, trial=trial or 1,
             test_ids=test_ids or DEFAULT_TEST_IDS, pattern=pattern, batch_size=batch_size or 64,
-            workers=workers or 0, device=device, cache_dir=cache_dir, no_cache=no_cache, progress=progress)
+            workers=workers or 0, device=device, cache_dir=cache_dir, no_cache=no_cache, on_progress=on_progress)
         feats = source.features
         image_root = image_root or data
         anon_image_root = anon_image_root or anon
@@ -222,9 +197,7 @@ def evaluate(protocol: str, settings: str | Sequence[str], *, features: Path | N
     options = dict(trials=trials, backend=backend, device=device if retrieval_device is None else retrieval_device,
                    chunk_size=chunk_size, query_block=query_block, per_query=outputs.per_query is not None,
                    topk=outputs.topk if outputs.wants_lists else 0)
-    total = None if proto.gallery_cams else len(settings) * n_trials * len(feats.gallery_pids)
-    with progress(f"eval {protocol}", total) as bar:
-        doc = evaluate_settings(feats, protocol, settings, on_chunk=bar.advance, **options)
+    doc = evaluate_settings(feats, protocol, settings, on_progress=on_progress, **options)
     written = write_outputs(doc, feats, outputs, {"raw": image_root, "anon": anon_image_root})
     doc["params"] = {k: v for k, v in options.items() if k != "per_query"} | {"trials": n_trials}
     if source is not None:

@@ -15,13 +15,14 @@ calibration; a smaller `sensitivity` reproduces that regime but carries no DP gu
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.metrics.leakage import identity_leakage
 from ppvi_cli.metrics.scorers import l2_normalize
+from ppvi_cli.progress import Progress, Tracker
 
 SENSITIVITY = 2.0  # L2 bound between two unit-norm feature rows
 EPSILONS = (0.1, 0.5, 1.0)  # PEPR-Net Table 2
@@ -69,7 +70,7 @@ def dp_sweep(
     ignore_pids: Iterable[int] | None = None,
     leakage_options: dict | None = None,
     device: str = "cpu",
-    on_row: Callable[[], None] | None = None,
+    on_progress: Progress | None = None,
     **eval_options,
 ) -> dict:
     """Utility and identity leakage of one setting's gallery without DP and at each epsilon.
@@ -78,7 +79,8 @@ def dp_sweep(
     the one privatised), `epsilons` in (0, 1], `delta`, `seed` (noise and leakage split), the
     `sensitivity` Delta, `ignore_pids` for leakage (default: pid 0 under market, its distractors),
     `leakage_options` for `identity_leakage` (train_fraction, epochs, lr, weight_decay), `device`,
-    `on_row` called after each row (progress), and `evaluate` options (trials, backend, chunk_size, ...).
+    `on_progress` (stage "dp sweep <protocol> <setting>", rows done of 1 + len(epsilons)), and
+    `evaluate` options (trials, backend, chunk_size, ...).
     Returns {"protocol", "setting", "delta", "sensitivity", "seed", "mechanism", "rows", "leakage",
     "notes"}; each row {"epsilon" (None = no DP), "sigma", "rank1", "mAP", "mINP", "std",
     "leakage", "chance"}, metrics in percent. Leakage is measured on the (noisy) gallery rows.
@@ -94,6 +96,7 @@ def dp_sweep(
     ignore = ((0,) if protocol == "market" else ()) if ignore_pids is None else tuple(ignore_pids)
     leakage_options = dict(leakage_options or {})
     rows, leak_info = [], None
+    tracker = Tracker(on_progress, f"dp sweep {protocol} {setting}", len(epsilons) + 1)
     for epsilon in [None, *epsilons]:
         released = l2_normalize(gallery) if epsilon is None else privatize_gallery(gallery, epsilon, delta, seed,
                                                                                    sensitivity)
@@ -107,8 +110,7 @@ def dp_sweep(
                      "std": {k: result["std"][k] for k in ("rank1", "mAP", "mINP")},
                      "leakage": leak["accuracy"], "chance": leak["chance"]})
         leak_info = {k: v for k, v in leak.items() if k not in ("accuracy", "train_accuracy")}
-        if on_row is not None:
-            on_row()
+        tracker.advance()
     notes = []
     if sensitivity < SENSITIVITY:
         notes.append(f"sensitivity {sensitivity} < 2: unit-norm rows can differ by up to 2, so these galleries "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from ppvi_cli.errors import PPVIError
 from ppvi_cli.metrics.rank import over_trials, query_metrics, summarize
 from ppvi_cli.metrics.retrieval import JunkRule, rank_positives
 from ppvi_cli.metrics.scorers import make_scorer
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.registry import Registry
 
 
@@ -124,7 +124,7 @@ def evaluate(
     per_query: bool = False,
     topk: int = 0,
     gallery_paths: np.ndarray | None = None,
-    on_chunk: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> dict:
     """rank-1/5/10/20, mAP, mINP (percent; mean and population std over trials) of one setting.
 
@@ -135,6 +135,8 @@ def evaluate(
     `per_query`, "per_query" rows (trial, query, pid, camid, positives, first_rank, cmc_rank, AP, INP
     in percent, None when the query has no positive); with `topk`, "ranked" (trial 0): per query the
     gallery rows (of the full gallery), scores and match flags of its top-k kept items.
+    Progress: stage "eval <protocol>", gallery rows ranked over all trials (total unknown when the
+    protocol draws a per-trial gallery).
     """
     proto = protocols.get(protocol)
     _check_inputs(query_feats, gallery_feats, query_pids, query_camids, gallery_pids, gallery_camids)
@@ -145,6 +147,7 @@ def evaluate(
     query_pids, gallery_pids = np.asarray(query_pids, np.int64), np.asarray(gallery_pids, np.int64)
     query_camids, gallery_camids = np.asarray(query_camids, np.int64), np.asarray(gallery_camids, np.int64)
     per_trial, rows, ranked = [], [], None
+    tracker = Tracker(on_progress, f"eval {protocol}", _eval_total(proto, n_trials, len(gallery_pids)))
     for trial in range(n_trials):
         pool = proto.trial_gallery(gallery_pids, gallery_camids, gallery_paths, trial)
         take = (lambda a: a) if pool is None else (lambda a: a[pool])  # noqa: E731
@@ -153,7 +156,8 @@ def evaluate(
         ranking = rank_positives(
             query_feats, take(gallery_feats), query_pids, query_camids, take(gallery_pids), take(gallery_camids),
             junk=proto.junk, junk_within_pid=proto.junk_within_pid, scorer=scorer, chunk_size=chunk_size,
-            query_block=query_block, topk=topk if trial == 0 else 0, dedup_ids=proto.dedup_ids, on_chunk=on_chunk)
+            query_block=query_block, topk=topk if trial == 0 else 0, dedup_ids=proto.dedup_ids,
+            on_progress=tracker.part())
         metrics = query_metrics(ranking.offsets, ranking.ranks, ranking.id_ranks)
         per_trial.append(summarize(metrics))
         if per_query:
@@ -182,12 +186,24 @@ def _query_rows(trial, m, pids, camids) -> list[dict]:
             for i in range(len(pids))]
 
 
-def evaluate_settings(features, protocol: str, settings: list[str], **options) -> dict:
-    """`evaluate` for each setting of a `FeatureSet`: {"protocol", "results": {setting: result}}."""
-    protocols.get(protocol)
+def _eval_total(proto, n_trials: int, gallery: int) -> int | None:
+    """Gallery rows ranked over `n_trials`; unknown (None) when each trial draws its own gallery."""
+    return None if proto.gallery_cams else n_trials * gallery
+
+
+def evaluate_settings(features, protocol: str, settings: list[str], on_progress: Progress | None = None,
+                      **options) -> dict:
+    """`evaluate` for each setting of a `FeatureSet`: {"protocol", "results": {setting: result}}.
+
+    Progress: stage "eval <protocol>", gallery rows ranked over every setting and trial."""
+    proto = protocols.get(protocol)
     pairs = {name: features.setting(name) for name in settings}  # check every setting before any work
+    n_trials = proto.trial_count(options.get("trials"))
+    total = _eval_total(proto, n_trials, len(features.gallery_pids))
+    tracker = Tracker(on_progress, f"eval {protocol}", None if total is None else len(pairs) * total)
     results = {}
     for name, (q, g) in pairs.items():
         results[name] = evaluate(q, g, features.query_pids, features.query_camids, features.gallery_pids,
-                                 features.gallery_camids, protocol, gallery_paths=features.gallery_paths, **options)
+                                 features.gallery_camids, protocol, gallery_paths=features.gallery_paths,
+                                 on_progress=tracker.part(), **options)
     return {"protocol": protocol, "results": results}

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ppvi_cli.metrics.scorers import Scorer, duplicate_rows, exact_scores, l2_normalize, make_scorer
+from ppvi_cli.progress import Progress, Tracker
 
 SPARSE_FRACTION = 0.125  # below this share of candidates a block is counted item by item (faster)
 _LOW = 2**32 - 1  # the low half of a key holds LOW - gallery index: smaller index, larger key
@@ -133,7 +134,7 @@ def rank_positives(
     query_block: int = 512,
     topk: int = 0,
     dedup_ids: bool = False,
-    on_chunk: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
 ) -> Ranking:
     """Rank every positive of every query exactly, streaming `gallery` in chunks.
 
@@ -147,7 +148,7 @@ def rank_positives(
         chunk_size: gallery rows per streamed chunk; query_block: queries per product.
         topk: also keep the k best kept items per query (ranked lists).
         dedup_ids: also rank the query's id with each gallery id counted once (SYSU CMC).
-        on_chunk: called with the number of gallery rows done after each chunk.
+        on_progress: stage "rank", gallery rows done (of G) after each chunk.
 
     Example:
         >>> r = rank_positives(q, g, qp, qc, gp, gc, junk=None)        # doctest: +SKIP
@@ -172,6 +173,7 @@ def rank_positives(
         else:
             _no_own_items(ctx, b)
 
+    tracker = Tracker(on_progress, "rank", len(gallery))
     for start in range(0, len(gallery), chunk_size):
         stop = min(start + chunk_size, len(gallery))
         g = scorer.gallery(l2_normalize(gallery[start:stop]))
@@ -182,8 +184,7 @@ def rank_positives(
             if b.counting or topk:
                 dropped = _Dropped(ctx, b, gp, gc, own=groups == b.group)
                 _update(ctx, b, _scores(ctx, b, g, tied), index, dropped)
-        if on_chunk:
-            on_chunk(stop - start)
+        tracker.to(stop)
     return _collect(blocks, len(query), topk, dedup_ids)
 
 
