@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, renamed
 from ppvi_cli.runinfo import derived_seed
 
 CHANCE_DRAWS = 20
 REID_DIR = "reid"  # the linkage attacker's training run, inside its folder
 FIGURES = ("rank1", "rank5", "mAP", "mINP")
-
-Progress = Callable[[str, int, int], None]
 
 
 @dataclasses.dataclass
@@ -127,15 +126,13 @@ def anon2raw(model, split: LinkageSplit, anon: Path, device, batch_size: int) ->
 
 def run_linkage(config, public: list[Record], split: LinkageSplit, used_fmt: str, public_label: tuple[str, ...],
                 folder: Path, device, on_progress: Progress | None = None) -> dict:
-    """Train (or resume) the attacker's ReID model and score the linkage; returns its attack.json section."""
+    """Train (or resume) the attacker's ReID model and score the linkage; returns its attack.json section.
+    Progress: `train_reid`'s, as stage "attack linkage: train"."""
     from ppvi_cli.models.checkpoint import load_checkpoint
     from ppvi_cli.train.reid.trainer import train_reid
 
-    def progress(done: int, total: int, _stats: dict) -> None:
-        if on_progress:
-            on_progress("attack linkage: train", done, total)
-
-    trained = train_reid(train_config(config, used_fmt, folder, public_label), progress, records=public)
+    trained = train_reid(train_config(config, used_fmt, folder, public_label),
+                         renamed(on_progress, "attack linkage: train"), records=public)
     model, _, meta = load_checkpoint(trained["checkpoint"], map_location=device)
     found = anon2raw(model, split, Path(config.anon), device, config.batch_size)
     section = {"kind": "linkage", "protocol": split.protocol, "query": "protected", "gallery": "raw",

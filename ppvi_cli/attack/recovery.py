@@ -45,6 +45,7 @@ from ppvi_cli.data.transforms import normalize, resize
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.models.checkpoint import read_torch_file, state_dict_sha256
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import derived_seed
 from ppvi_cli.attack.data import PairImages, load_pair, to_model, to_pixels
@@ -58,8 +59,6 @@ RESUME_KEYS = ("raw", "anon", "format", "attacker", "arch", "num_downs", "ngf", 
                "test_fraction")
 OWN_RESUME_KEYS = {"gan": ("lambda_l1",), "identity": ("lambda_id", "model_sha256")}
 MAX_PATCH_LAYERS = 3  # pix2pix's 70x70 PatchGAN
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def build_recovery_net(num_downs: int, ngf: int, seed: int) -> UNetGenerator:
@@ -240,7 +239,8 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
     after every epoch.
 
     Returns the history: one `{"epoch", "l1", ...}` per epoch, each term the epoch's mean (l1 on
-    [-1, 1] pixels: x127.5 for 8-bit levels).
+    [-1, 1] pixels: x127.5 for 8-bit levels). Progress: stage "attack NAME: train", steps done of all
+    epochs' (a resumed run starts where it stopped), the step's losses and epoch in `info`.
     """
     params = attacker.params
     shuffle = torch.Generator().manual_seed(derived_seed(params["seed"], "attack-shuffle") % 2**63)
@@ -259,8 +259,8 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
     data = PairImages(public, anon, params["size"])
     modalities = torch.tensor([modality_index(r) for r in public])
     batch_size = params["batch_size"]
-    total = (params["epochs"] - start) * math.ceil(len(data) / batch_size)
-    done = 0
+    per_epoch = math.ceil(len(data) / batch_size)
+    tracker = Tracker(on_progress, f"attack {attacker.name}: train", params["epochs"] * per_epoch, start * per_epoch)
     for epoch in range(start, params["epochs"]):
         order = torch.randperm(len(data), generator=shuffle).tolist()
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -273,9 +273,7 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
                                   modalities[index].to(device))
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value * len(index)
-            done += 1
-            if on_progress:
-                on_progress(f"attack {attacker.name}: train", done, total)
+            tracker.advance(info={"epoch": epoch + 1, **stats})
         history.append({"epoch": epoch + 1, **{k: v / len(data) for k, v in sums.items()}})
         save_attack_checkpoint(folder, relpath, attacker, epoch + 1, shuffle, history, params)
     return history
@@ -293,13 +291,14 @@ def recover_split(attacker: RecoveryAttacker, test: list[Record], anon: Path, fo
 
     Returns one row per image: path, modality, ssim/psnr (recovered) and protected_ssim/protected_psnr,
     all at the working size on 8-bit pixels; a refining attacker adds network_ssim/network_psnr, the
-    scores of its network's output before refinement.
+    scores of its network's output before refinement. Progress: stage "attack NAME: recover", images done.
     """
     from ppvi_cli.metrics.image_quality import batch_ssim_psnr
 
     attacker.train(False)
     refines = attacker.authorized is not None and attacker.params["refine_steps"] > 0
     rows, size = [], attacker.params["batch_size"]
+    tracker = Tracker(on_progress, f"attack {attacker.name}: recover", len(test))
     for start in range(0, len(test), size):
         batch = test[start:start + size]
         pairs = [load_pair(r, anon, attacker.params["size"]) for r in batch]
@@ -321,6 +320,5 @@ def recover_split(attacker: RecoveryAttacker, test: list[Record], anon: Path, fo
             for prefix, (ssim, psnr) in scores.items():
                 row.update({f"{prefix}ssim": float(ssim[i]), f"{prefix}psnr": float(psnr[i])})
             rows.append(row)
-        if on_progress:
-            on_progress(f"attack {attacker.name}: recover", start + len(batch), len(test))
+        tracker.to(start + len(batch))
     return rows

@@ -33,10 +33,11 @@ from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.data.records import Record
 from ppvi_cli.errors import GateFailed, PPVIError
 from ppvi_cli.jsonsafe import json_safe
+from ppvi_cli.progress import Progress
 from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import stamp
 from ppvi_cli.attack.data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
-from ppvi_cli.attack.recovery import (CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, Progress, load_attack_checkpoint)
+from ppvi_cli.attack.recovery import CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, load_attack_checkpoint
 
 ATTACKERS = (*RECOVERY_ATTACKERS, "linkage")
 # pix2pix names a UNet by the square input its bottleneck reduces to 1x1: unet_N has log2(N) steps.
@@ -268,6 +269,8 @@ def run_attack(config: AttackConfig, on_progress: Progress | None = None) -> dic
     `history`, `images` (per-image rows), `mean`/`overall` {ssim, psnr, protected_ssim,
     protected_psnr}; a linkage section `mean` {query modality: rank1, rank5, mAP, mINP}, `overall`,
     `chance` and `authorized`. The gate is reported, not raised: `check_gate(summary)` raises it.
+    Progress: one stage after another, "attack NAME: train" and "attack NAME: recover" per recovery
+    attacker, "attack linkage: train" for linkage.
     """
     from ppvi_cli.device import select_device
     from ppvi_cli.attack.linkage import check_ids, linkage_split

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -10,26 +9,8 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, progress_bars
 from ppvi_cli.cli.options import ATTACK, device_option, format_option, seed_option
-
-
-class _StageBars:
-    """One progress bar per stage of the library's `(stage, done, total)` reports, one at a time."""
-
-    def __init__(self, ctx: typer.Context):
-        self.ctx, self.stack, self.stage, self.bar, self.done = ctx, ExitStack(), None, None, 0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
-            self.stack.close()
-            self.stage, self.done = stage, 0
-            self.bar = self.stack.enter_context(progress(self.ctx, stage, total))
-        self.bar.advance(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        self.stack.close()
 
 
 @app.command("attack")
@@ -127,11 +108,8 @@ def attack(
                           model=model, device=effective_device(ctx, device), seed=effective_seed(ctx, seed),
                           resume=resume, overwrite=overwrite, max_ssim=max_ssim, max_psnr=max_psnr, max_rank1=max_rank1,
                           **{k: v for k, v in given.items() if v is not None})
-    bars = _StageBars(ctx)
-    try:
-        summary = run_attack(config, on_progress=bars)
-    finally:
-        bars.close()
+    with progress_bars(ctx) as on_progress:
+        summary = run_attack(config, on_progress=on_progress)
     emit(ctx, summary, lambda console: _tables(console, summary))
     check_gate(summary)
 

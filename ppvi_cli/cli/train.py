@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backbone, Format, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, given, parse_floats, progress
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, given, parse_floats, progress_bars
 from ppvi_cli.cli.options import (MODEL, TRAIN, default_note, device_option, format_option, module_constant,
                                   seed_option, show)
 from ppvi_cli.errors import PPVIError
@@ -87,15 +87,7 @@ def reid(
     if missing:
         raise PPVIError(f"{' and '.join(missing)} missing: give them on the command line or in --config")
     config = TrainConfig(**values, resume=resume)
-    with progress(ctx, "train reid") as bar:
-        first_step: list[int] = []
-
-        def on_progress(done: int, total: int, info: dict) -> None:
-            if not first_step:
-                first_step.append(done)
-                bar.set_total(total - done + 1)  # a resumed run counts only what is left
-            bar.advance()
-
+    with progress_bars(ctx) as on_progress:
         summary = train_reid(config, on_progress=on_progress)
 
     def human(console):

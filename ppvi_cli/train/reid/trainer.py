@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -47,10 +47,10 @@ from ppvi_cli.train.reid.schedule import StepSchedule
 from ppvi_cli.data.inputs import check_mirror
 from ppvi_cli.train.reid.data import VI_FORMATS, TrainImages, default_splits, training_records
 from ppvi_cli.train.reid.run import RunDir
+from ppvi_cli.progress import Event, Progress
 
 DEFAULT_LR = {"adam": 3.5e-4, "sgd": 0.1}
 RECIPES = ("agw", "pepr")
-ProgressFn = Callable[[int, int, dict], None]  # (steps done, total steps, latest step's losses)
 
 
 @dataclass
@@ -191,12 +191,14 @@ def _step(net, loss_fn: AGWLoss | PEPRLoss, batch, model_config: ModelConfig, de
     return total, stats
 
 
-def train_reid(config: TrainConfig, on_progress: ProgressFn | None = None,
+def train_reid(config: TrainConfig, on_progress: Progress | None = None,
                records: Sequence[Record] | None = None) -> dict:
     """Train (or resume) a ReID model into `config.out`; returns the run summary (also summary.json).
 
     `records` trains on records the caller picked (the linkage attacker's public ids) instead of
-    the dataset's `config.splits`, which then only names them in run.json.
+    the dataset's `config.splits`, which then only names them in run.json. Progress (main process
+    only): stage "train reid", steps done of all epochs' (a resumed run starts where it stopped), with
+    the step's losses, epoch and lr in `info`.
     Raises PPVIError for bad data, arguments, an `--out` holding another run, or a corrupt resume state.
     """
     config.check()
@@ -209,7 +211,7 @@ def train_reid(config: TrainConfig, on_progress: ProgressFn | None = None,
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, group: _Dist, on_progress: ProgressFn | None, records: Sequence[Record] | None) -> dict:
+def _train(config: TrainConfig, group: _Dist, on_progress: Progress | None, records: Sequence[Record] | None) -> dict:
     dataset = load_dataset(config.data, config.format)
     records = list(records) if records is not None else training_records(dataset, config.splits or
                                                                           default_splits(dataset.format))
@@ -234,7 +236,7 @@ def _pretrained_file(config: TrainConfig) -> str | None:
 
 
 def _train_into(run: RunDir, args: dict, resuming: bool, config: TrainConfig, group: _Dist, records,
-                on_progress: ProgressFn | None) -> dict:
+                on_progress: Progress | None) -> dict:
     data = TrainImages(records, config.input_size, config.seed, None if config.anon is None else Path(config.anon),
                        augment=config.augment)
     vi = config.dual_stream or len({r.modality for r in records}) > 1
@@ -302,7 +304,7 @@ def _train_into(run: RunDir, args: dict, resuming: bool, config: TrainConfig, gr
             for key, value in stats.items():
                 sums[key] += value
             if on_progress is not None and group.main:
-                on_progress(done, total_steps, {"epoch": epoch + 1, **stats})
+                on_progress(Event("train reid", done, total_steps, {"epoch": epoch + 1, **stats}))
         seconds = time.perf_counter() - t0
         images = sums.pop("images")
         row = {"epoch": epoch + 1, "lr": lr, "steps": steps, **{k: v / steps for k, v in sums.items()},
