@@ -29,7 +29,7 @@ IR_CAMS = (3, 6)
 def small(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "data"
     calls = []
-    summary = synthesize(out, SMALL, on_image=calls.append)
+    summary = synthesize(out, SMALL, on_progress=calls.append)
     return out, summary, calls
 
 
@@ -50,7 +50,7 @@ def test_layout_counts_and_summary(small):
     images = {p.relative_to(out).as_posix() for p in out.rglob("*.jpg")}
     assert images == expected
     assert summary["images"] == len(expected) == SMALL.total_images() == 72
-    assert calls == [1] * 72
+    assert [(e.stage, e.done, e.total) for e in calls] == [("synthesizing", n, 72) for n in range(1, 73)]
     assert summary["ids"] == 6 and summary["out"] == str(out)
     assert summary["config"] == {"ids": 6, "images_per_camera": 2, "height": 64, "width": 32, "seed": 3}
     info = json.loads((out / "synth.json").read_text())

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format
-from ppvi_cli.cli.common import effective_seed, emit, progress
+from ppvi_cli.cli.common import effective_seed, emit, progress_bars
 from ppvi_cli.cli.options import format_option, seed_option
 
 data_app = typer.Typer(help="Inspect dataset layouts and synthesize the embedded VI dataset.", no_args_is_help=True)
@@ -59,8 +59,8 @@ def synth(
 
     config = SynthConfig(ids=ids, images_per_camera=images_per_camera, height=height, width=width,
                          seed=effective_seed(ctx, seed))
-    with progress(ctx, "synthesizing", total=config.total_images()) as advance:
-        summary = synthesize(out, config, on_image=advance)
+    with progress_bars(ctx) as on_progress:
+        summary = synthesize(out, config, on_progress=on_progress)
 
     def human(console):
         console.print(f"wrote {summary['images']} images of {summary['ids']} ids to {out} "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from ppvi_cli.data.synth.model import (COCO_KEYPOINTS, INFRARED_CAMERAS, VISIBLE
                                        sample_identity, sample_shot)
 from ppvi_cli.data.synth.scene import make_backdrop, render_image
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.runinfo import derived_seed, stamp
 
 CAMERAS = tuple(sorted(VISIBLE_CAMERAS + INFRARED_CAMERAS))
@@ -61,8 +61,10 @@ def split_ids(ids: int, seed: int) -> dict[str, list[int]]:
             "test": sorted(order[:n_test])}
 
 
-def synthesize(out: Path, config: SynthConfig, on_image: Callable[[int], None] | None = None) -> dict:
-    """Draw the dataset into `out` (which must not exist or be empty); returns a summary dict."""
+def synthesize(out: Path, config: SynthConfig, on_progress: Progress | None = None) -> dict:
+    """Draw the dataset into `out` (which must not exist or be empty); returns a summary dict.
+
+    Progress: stage "synthesizing", images drawn of `config.total_images()`."""
     config.validate()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -70,6 +72,7 @@ def synthesize(out: Path, config: SynthConfig, on_image: Callable[[int], None] |
     seed, h, w = config.seed, config.height, config.width
     identities = {pid: sample_identity(_rng(seed, f"id/{pid}")) for pid in range(1, config.ids + 1)}
     keypoints: dict[str, list] = {}
+    tracker = Tracker(on_progress, "synthesizing", config.total_images())
     for cam in CAMERAS:
         camera = sample_camera(_rng(seed, f"cam/{cam}"), cam)
         backdrop = make_backdrop(camera, h, w)
@@ -81,8 +84,7 @@ def synthesize(out: Path, config: SynthConfig, on_image: Callable[[int], None] |
                 pixels, kps = render_image(identity, camera, backdrop, shot, rng, h, w)
                 write_image_atomic(out / relpath, pixels)
                 keypoints[relpath] = [[round(float(x), 2), round(float(y), 2), int(v)] for x, y, v in kps]
-                if on_image is not None:
-                    on_image(1)
+                tracker.advance()
 
     splits = split_ids(config.ids, seed)
     for name, pids in splits.items():
