@@ -284,8 +284,8 @@ def test_train_reid_killed_on_cuda1_resumes_on_cuda0_to_the_cpu_weights(world, t
     straight = invoke("--device", "cpu", *_reid_args(world, tmp_path / "cpu", recipe))
     assert straight["device"] == "cpu"
 
-    def kill_in_epoch_2(done, total, info):
-        if info["epoch"] == 2:
+    def kill_in_epoch_2(event):
+        if event.info["epoch"] == 2:
             raise _Killed
 
     config = TrainConfig(data=world["data"], out=tmp_path / "gpu", recipe=recipe, backbone="mobilenetv2",
@@ -359,8 +359,8 @@ def test_generators_train_resume_anonymize_and_recover_on_cuda_like_on_the_cpu(w
     securereid = ["train", "generator", "--recipe", "securereid", "--data", data, "--epochs", "2", *GEN]
     invoke("--device", "cpu", *securereid, "--out", str(tmp_path / "sr_cpu"))
 
-    def kill_after_epoch_1(row):
-        if row.get("epoch") == 1 and "steps" in row:
+    def kill_after_epoch_1(event):
+        if event.info.get("epoch") == 1 and "steps" in event.info:
             raise _Killed
 
     config = SecureReIDConfig(data=data, out=str(tmp_path / "sr_gpu"), epochs=2, input_size=(64, 32), num_downs=5,
@@ -371,7 +371,7 @@ def test_generators_train_resume_anonymize_and_recover_on_cuda_like_on_the_cpu(w
     anonymize = ["anonymize", "--method", "generator", "--input", data, "--format", "sysu", "--batch-size", "16"]
     with fake_cuda(monkeypatch) as gpu:
         with pytest.raises(_Killed):
-            train_securereid(config, on_log=kill_after_epoch_1)
+            train_securereid(config, on_progress=kill_after_epoch_1)
         assert gpu.created[1] > 0 and gpu.created[0] == 0
         invoke("--device", "cuda:0", *securereid, "--out", str(tmp_path / "sr_gpu"), "--resume")
         invoke("--device", "cuda:1", *ppa, "--out", str(tmp_path / "ppa"))
@@ -408,8 +408,8 @@ def test_attack_killed_on_cuda1_resumes_on_cuda0_like_the_cpu_run(world, tmp_pat
             "2", "--batch-size", "8"]
     straight = invoke("--device", "cpu", *args, "--out", str(tmp_path / "cpu"))
 
-    def kill_in_epoch_2(stage, done, total):
-        if stage == "attack l1: train" and done > total // 2:
+    def kill_in_epoch_2(event):
+        if event.stage == "attack l1: train" and event.done > event.total // 2:
             raise _Killed
 
     config = AttackConfig(raw=world["data"], anon=anon, out=tmp_path / "gpu", size=SIZE, ngf=4, epochs=2, batch_size=8,

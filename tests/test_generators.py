@@ -115,7 +115,7 @@ def securereid_run(synth, tmp_path_factory):
     out = tmp_path_factory.mktemp("sr") / "run"
     config = SecureReIDConfig(data=str(synth), out=str(out), epochs=2, p=2, upgrade_every=1, seed=1, **TINY)
     steps = []
-    summary = train_securereid(config, on_log=lambda row: steps.append(row) if "step" in row else None)
+    summary = train_securereid(config, on_progress=lambda e: steps.append(e.info) if "step" in e.info else None)
     return config, summary, steps
 
 
@@ -194,12 +194,12 @@ def test_securereid_checkpoint_reloads_bit_exactly_and_resume_replays(securereid
     class Killed(Exception):
         pass
 
-    def kill_after_first_epoch(row):
-        if "steps" in row and row["epoch"] == 1:
+    def kill_after_first_epoch(event):
+        if "steps" in event.info and event.info["epoch"] == 1:
             raise Killed
 
     with pytest.raises(Killed):
-        train_securereid(half, on_log=kill_after_first_epoch)
+        train_securereid(half, on_progress=kill_after_first_epoch)
     assert load_run(tmp_path / "run" / CHECKPOINT)["epoch"] == 1
     with pytest.raises(PPVIError, match="already holds a run"):
         train_securereid(half)

@@ -84,8 +84,8 @@ def test_resume_after_a_kill_ends_with_the_same_weights(synth, tmp_path, recipe)
     config = dict(data=synth, epochs=2, lr=1e-3, warmup_epochs=0, recipe=recipe, **TINY)
     train_reid(TrainConfig(out=tmp_path / "straight", **config))
 
-    def kill_in_epoch_2(done, total, info):
-        if info["epoch"] == 2:
+    def kill_in_epoch_2(event):
+        if event.info["epoch"] == 2:
             raise _Killed
 
     with pytest.raises(_Killed):

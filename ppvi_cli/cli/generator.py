@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backbone, Format, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, fmt, options, progress_bars, stderr
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress_bars
 from ppvi_cli.cli.options import (GENERATOR, PPA, SECUREREID, default_note, device_option, format_option,
                                   seed_option)
 from ppvi_cli.cli.train import train_app
@@ -92,13 +92,8 @@ def train_generator(
         config = PPAConfig(**kwargs, **{k_: v for k_, v in extra.items() if v is not None}, kpr=not no_kpr,
                            dcma=not no_dcma)
         train = train_ppa
-    quiet = options(ctx).quiet
-
-    def log(row: dict) -> None:
-        if not quiet:
-            stderr.print(" ".join(f"{key} {fmt(value, 4)}" for key, value in row.items()))
-
-    summary = train(config, resume=resume, on_log=log)
+    with progress_bars(ctx, echo_info=True) as on_progress:  # the log lines: each event's info
+        summary = train(config, resume=resume, on_progress=on_progress)
 
     def human(console):
         rows = summary["epochs"][-6:]  # the last epochs, one column each: losses are many, epochs few

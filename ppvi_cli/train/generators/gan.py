@@ -22,6 +22,7 @@ from ppvi_cli.data.torch_dataset import modality_index
 from ppvi_cli.data.transforms import (gaussian_blur, gaussian_noise, mosaic, normalize, resize, to_hwc, to_tensor,
                                       to_uint8)
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Tracker
 from ppvi_cli.models.generator_checkpoint import load_run
 from ppvi_cli.pose.maps import flip_keypoints
 from ppvi_cli.runinfo import derived_seed
@@ -309,9 +310,10 @@ class GeneratorRun:
         raise NotImplementedError
 
     def run_steps(self, epoch: int, batches: Iterable, step: Callable[[tuple], dict],
-                  on_log: Callable[[dict], None] | None) -> tuple[dict, int]:
+                  tracker: Tracker) -> tuple[dict, int]:
         """One epoch's steps (at most `max_steps`): `step(batch)` returns its losses; a non-finite loss
-        stops the run; every `log_every` steps `on_log` gets the step's losses. Returns (mean losses, steps)."""
+        stops the run; every `log_every` steps `tracker` reports them (epochs done so far, info
+        {"epoch", "step", losses...}). Returns (mean losses, steps)."""
         cfg = self.config
         sums: dict[str, float] = {}
         steps = 0
@@ -324,8 +326,8 @@ class GeneratorRun:
                                 "lower --lr or check the data")
             sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
             steps += 1
-            if on_log and cfg.log_every and steps % cfg.log_every == 0:
-                on_log({"epoch": epoch + 1, "step": steps, **losses})
+            if cfg.log_every and steps % cfg.log_every == 0:
+                tracker.report({"epoch": epoch + 1, "step": steps, **losses})
         return {k: v / max(steps, 1) for k, v in sums.items()}, steps
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +40,7 @@ from ppvi_cli.data.imageio import ImageReadError, read_image
 from ppvi_cli.data.torch_dataset import label_map, modality_index
 from ppvi_cli.data.transforms import from_signed, normalize, resize, to_signed
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.models.dual_unet import DualUNetGenerator
 from ppvi_cli.models.mask_head import MaskHead
 from ppvi_cli.models.unet import PatchDiscriminator, init_weights
@@ -269,7 +269,7 @@ class _Run(GeneratorRun):
         losses["total"] = total.item()
         return losses
 
-    def epoch(self, epoch: int, on_log: Callable[[dict], None] | None) -> None:
+    def epoch(self, epoch: int, tracker: Tracker) -> None:
         cfg = self.config
         lr = cfg.lr * lr_factor(epoch, cfg.epochs)
         set_lr([self.opt_g, self.opt_d, self.reid.optimizer], lr)
@@ -279,24 +279,26 @@ class _Run(GeneratorRun):
             net.train()
         means, steps = self.run_steps(
             epoch, loader(self.dataset, self.sampler, workers=cfg.workers),
-            lambda batch: self.step(*(t.to(self.device) for t in batch[:5])), on_log)
+            lambda batch: self.step(*(t.to(self.device) for t in batch[:5])), tracker)
         row = {"epoch": epoch + 1, "steps": steps, "lr": lr, **means}
         self.state["epoch_logs"].append(row)
         self.folder.produce(CHECKPOINT, lambda path: save_run(path, RECIPE, cfg, epoch + 1, self.nets(),
                                                               self.reid.config.to_dict(), self.optimizers(),
                                                               self.state))
         write_jsonl(self.folder, "log.jsonl", self.state["epoch_logs"])
-        if on_log:
-            on_log(row)
+        tracker.to(epoch + 1, row)
 
 
-def train_ppa(config: PPAConfig, resume: bool = False, on_log: Callable[[dict], None] | None = None) -> dict:
+def train_ppa(config: PPAConfig, resume: bool = False, on_progress: Progress | None = None) -> dict:
     """Train (or, with `resume`, continue) a PPA run into `config.out`.
 
     Writes `checkpoint.pt` after every epoch (generator, mask head, discriminators, student ReID,
     optimizers), `log.jsonl` (per-epoch mean losses), `teacher.pt` when it trains its own teacher,
     `keypoints.npz` (the pose expert's keypoints, with KPR) and at the end `reid.pt` (the student as a
     standard ReID checkpoint). Returns a summary dict.
+    Progress: stage "train ppa", epochs done of `config.epochs`; every `log_every` steps an event
+    with the step's losses in `info` ({"epoch", "step", ...}), after each epoch one with its means
+    ({"epoch", "steps", "lr", ...}).
     """
     from ppvi_cli.device import deterministic, select_device
     from ppvi_cli.models.checkpoint import save_checkpoint
@@ -306,7 +308,8 @@ def train_ppa(config: PPAConfig, resume: bool = False, on_log: Callable[[dict], 
     with deterministic(select_device(config.device), tf32=True):
         run = _Run(config, resume)
         with run.folder:
-            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
+            tracker = Tracker(on_progress, f"train {RECIPE}", config.epochs, run.start)
+            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, tracker), config.seed)
             reid_path = run.out / "reid.pt"
             run.folder.produce(reid_path.name, lambda path: save_checkpoint(
                 path, run.reid.model, run.reid.config, asdict(config),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 from itertools import chain
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ import torch
 from ppvi_cli.data.records import Record
 from ppvi_cli.data.torch_dataset import label_map
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.metrics.image_quality import batch_ssim_psnr
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
 from ppvi_cli.runinfo import derived_seed
@@ -207,7 +208,7 @@ class _Run(GeneratorRun):
                 "r_adv": r_adv.item(), "r_l1": r_l1.item(), "reid_raw": reid_raw.item(),
                 "reid_anon": reid_anon.item(), "total": total.item(), "id_acc": acc.item()}
 
-    def epoch(self, epoch: int, on_log: Callable[[dict], None] | None) -> None:
+    def epoch(self, epoch: int, tracker: Tracker) -> None:
         cfg = self.config
         set_lr([self.opt_g, self.opt_d, self.reid.optimizer], cfg.lr * lr_factor(epoch, cfg.epochs))
         self.sampler.set_epoch(epoch)
@@ -216,14 +217,13 @@ class _Run(GeneratorRun):
             net.train()
         means, steps = self.run_steps(
             epoch, loader(self.dataset, self.sampler, workers=cfg.workers),
-            lambda batch: self.step(*(t.to(self.device) for t in batch[:3])), on_log)
+            lambda batch: self.step(*(t.to(self.device) for t in batch[:3])), tracker)
         row = {"epoch": epoch + 1, "steps": steps, "lr": cfg.lr * lr_factor(epoch, cfg.epochs), **means}
         self.state["epoch_logs"].append(row)
         if cfg.validating and (epoch + 1) % cfg.upgrade_period() == 0:
             self.check_upgrade(epoch + 1)
         self.save(epoch + 1)
-        if on_log:
-            on_log(row)
+        tracker.to(epoch + 1, row)
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -285,13 +285,16 @@ class _Run(GeneratorRun):
 
 
 def train_securereid(config: SecureReIDConfig, resume: bool = False,
-                     on_log: Callable[[dict], None] | None = None) -> dict:
+                     on_progress: Progress | None = None) -> dict:
     """Train (or, with `resume`, continue) a SecureReID run into `config.out`.
 
     Writes `checkpoint.pt` after every epoch (all networks, optimizers, upgrade state; what
     `ppvi anonymize --method generator` and `ppvi recover` read), `log.jsonl` (per-epoch mean
     losses), `upgrades.jsonl` (every upgrade check with its numbers) and, at the end, `reid.pt`
     (the jointly trained ReID model as a standard ReID checkpoint). Returns a summary dict.
+    Progress: stage "train securereid", epochs done of `config.epochs`; every `log_every` steps an event
+    with the step's losses in `info` ({"epoch", "step", ...}), after each epoch one with its means
+    ({"epoch", "steps", "lr", ...}).
     """
     from ppvi_cli.device import deterministic, select_device
     from ppvi_cli.models.checkpoint import save_checkpoint
@@ -301,7 +304,8 @@ def train_securereid(config: SecureReIDConfig, resume: bool = False,
     with deterministic(select_device(config.device), tf32=True):
         run = _Run(config, resume)
         with run.folder:
-            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, on_log), config.seed)
+            tracker = Tracker(on_progress, f"train {RECIPE}", config.epochs, run.start)
+            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, tracker), config.seed)
             reid_path = run.out / "reid.pt"
             run.folder.produce(reid_path.name, lambda path: save_checkpoint(
                 path, run.reid.model, run.reid.config, asdict(config),
