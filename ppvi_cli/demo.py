@@ -15,9 +15,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.progress import Progress, Tracker
 
 CONVENTIONAL = ("mosaic", "blur", "noise")
 # The checkout's weights/ (not in the wheel: an installed ppvi needs PPVI_WEIGHTS=DIR, see docs/architecture.md)
@@ -104,8 +104,11 @@ def _evaluate(data: Path, anon: Path, config: DemoConfig, device: str) -> dict:
 
 
 def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "auto",
-             stage: Callable[[str], None] = lambda name: None) -> dict:
-    """Run every stage into `out`; return the tables the CLI prints (also saved as demo.json)."""
+             on_progress: Progress | None = None) -> dict:
+    """Run every stage into `out`; return the tables the CLI prints (also saved as demo.json).
+
+    Progress: stage "demo", steps done of all; each step's start is an event whose `info` {"step"}
+    says what it does ("anonymizing with mosaic")."""
     from ppvi_cli.anonymize.generator import recover_dataset
     from ppvi_cli.anonymize.methods import build_method
     from ppvi_cli.anonymize.runner import anonymize_dataset
@@ -126,6 +129,12 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     out = Path(out)
     dev = str(select_device(device))
     data = out / "data"
+    tracker = Tracker(on_progress, "demo", 2 + sum(5 if m in REVERSIBLE else 4 for m in config.methods))
+
+    def stage(what: str) -> None:
+        tracker.report({"step": what})
+        tracker.done += 1
+
     stage("synthesizing the VI dataset")
     _synth_once(data, config)
     records = load_dataset(data, "sysu").records()
@@ -182,4 +191,5 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig(), device: str = "
     report = make_report(run_dirs, out / "report")
     results["report"] = str(out / "report" / report["html"])
     _write_json(out / "demo.json", results)
+    tracker.report()
     return results

@@ -65,11 +65,11 @@ def emit(ctx: typer.Context, result: dict, human: Callable[[Console], None]) -> 
 
 
 @contextmanager
-def progress_bars(ctx: typer.Context, echo_info: bool = False) -> Iterator[Progress]:
+def progress_bars(ctx: typer.Context, echo: Callable[[Event], str] | None = None) -> Iterator[Progress]:
     """The `on_progress` callback for library calls: one bar per stage of its `Event`s, drawn on stderr
     (never stdout, so --json stays clean) from the first event on; silent with --quiet.
 
-    `echo_info`: also print each event's `info` as a line of `key value` pairs (training logs)."""
+    `echo`: also print `echo(event)` above the bars for each event that carries `info` (e.g. `info_line`)."""
     quiet = options(ctx).quiet
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     bars = RichProgress(*columns, console=stderr, disable=quiet)
@@ -84,14 +84,19 @@ def progress_bars(ctx: typer.Context, echo_info: bool = False) -> Iterator[Progr
             tasks[event.stage] = bars.add_task(event.stage, total=event.total, completed=event.done)
         else:
             bars.update(tasks[event.stage], total=event.total, completed=event.done)
-        if echo_info and event.info:
-            bars.console.print(" ".join(f"{key} {fmt(value, 4)}" for key, value in event.info.items()))
+        if echo is not None and event.info:
+            bars.console.print(echo(event))
 
     try:
         yield on_progress
     finally:
         if tasks:
             bars.stop()
+
+
+def info_line(event: Event) -> str:
+    """An event's `info` as one log line of `key value` pairs (training losses)."""
+    return " ".join(f"{key} {fmt(value, 4)}" for key, value in (event.info or {}).items())
 
 
 def fmt(value, digits: int = 4) -> str:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ppvi_cli.cli.root import app
-from ppvi_cli.cli.common import effective_seed, emit, fmt, options, stderr
+from ppvi_cli.cli.common import effective_seed, emit, fmt, options, progress_bars
 from ppvi_cli.cli.options import seed_option
 
 
@@ -31,9 +31,8 @@ def demo(
     from ppvi_cli.demo import DemoConfig, run_demo
 
     config = DemoConfig(seed=effective_seed(ctx, seed))
-    opts = options(ctx)
-    results = run_demo(out, config, device=opts.device,
-                       stage=lambda s: None if opts.quiet else stderr.print(f"[bold]demo:[/bold] {s}"))
+    with progress_bars(ctx, echo=lambda event: f"[bold]demo:[/bold] {event.info['step']}") as on_progress:
+        results = run_demo(out, config, device=options(ctx).device, on_progress=on_progress)
 
     def human(console):
         methods = results["methods"]

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backbone, Format, choice_option
-from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress_bars
+from ppvi_cli.cli.common import effective_device, effective_seed, emit, info_line, progress_bars
 from ppvi_cli.cli.options import (GENERATOR, PPA, SECUREREID, default_note, device_option, format_option,
                                   seed_option)
 from ppvi_cli.cli.train import train_app
@@ -92,7 +92,7 @@ def train_generator(
         config = PPAConfig(**kwargs, **{k_: v for k_, v in extra.items() if v is not None}, kpr=not no_kpr,
                            dcma=not no_dcma)
         train = train_ppa
-    with progress_bars(ctx, echo_info=True) as on_progress:  # the log lines: each event's info
+    with progress_bars(ctx, echo=info_line) as on_progress:  # and the log lines
         summary = train(config, resume=resume, on_progress=on_progress)
 
     def human(console):
