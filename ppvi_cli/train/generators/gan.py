@@ -7,7 +7,8 @@ blur or noise) of the image resized to the training size, as SecureReID's code d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -22,9 +23,9 @@ from ppvi_cli.data.torch_dataset import modality_index
 from ppvi_cli.data.transforms import (gaussian_blur, gaussian_noise, mosaic, normalize, resize, to_hwc, to_tensor,
                                       to_uint8)
 from ppvi_cli.errors import PPVIError
-from ppvi_cli.progress import Tracker
 from ppvi_cli.models.generator_checkpoint import load_run
 from ppvi_cli.pose.maps import flip_keypoints
+from ppvi_cli.progress import Tracker
 from ppvi_cli.runinfo import derived_seed
 
 INITS = ("mosaic", "blur", "noise")
@@ -268,9 +269,6 @@ def start_run(config: GeneratorTrainConfig, recipe: str, resume: bool):
     initialisation (a resume overwrites it), the checkpoint to continue from (None for a fresh run)
     and the run folder (`ppvi_cli.runfolder`, entered: close it with `folder.__exit__`), through
     which every file of the run is written."""
-    from dataclasses import asdict
-    from pathlib import Path
-
     from ppvi_cli.device import select_device
     from ppvi_cli.runfolder import RunFolder
     from ppvi_cli.runinfo import derived_seed
@@ -309,6 +307,21 @@ class GeneratorRun:
     def _build(self, config: GeneratorTrainConfig, payload: dict | None) -> None:
         raise NotImplementedError
 
+    def train(self, on_progress) -> Path:
+        """Every epoch from the run's start (`self.epoch(e, tracker)`), then the student ReID model as a
+        standard checkpoint, reid.pt; returns its path. Progress: stage "train RECIPE", in epochs."""
+        from ppvi_cli.models.checkpoint import save_checkpoint
+
+        config = self.config
+        with self.folder:
+            tracker = Tracker(on_progress, f"train {self.recipe}", config.epochs, self.start)
+            run_epochs(self.start, config.epochs, lambda e: self.epoch(e, tracker), config.seed)
+            reid_path = self.out / "reid.pt"
+            self.folder.produce(reid_path.name, lambda path: save_checkpoint(
+                path, self.reid.model, self.reid.config, asdict(config),
+                {"recipe": self.recipe, "epochs": config.epochs, "generator_checkpoint": str(self.out / CHECKPOINT)}))
+        return reid_path
+
     def run_steps(self, epoch: int, batches: Iterable, step: Callable[[tuple], dict],
                   tracker: Tracker) -> tuple[dict, int]:
         """One epoch's steps (at most `max_steps`): `step(batch)` returns its losses; a non-finite loss
@@ -333,9 +346,6 @@ class GeneratorRun:
 
 def resume_payload(out, recipe: str, config: GeneratorTrainConfig, resume: bool, device) -> dict | None:
     """The checkpoint to continue from (`resume`), or None for a fresh run into an unused `out`."""
-    from dataclasses import asdict
-    from pathlib import Path
-
     path = Path(out) / CHECKPOINT
     if not resume:
         if path.exists():

@@ -45,7 +45,9 @@ from ppvi_cli.models.dual_unet import DualUNetGenerator
 from ppvi_cli.models.mask_head import MaskHead
 from ppvi_cli.models.unet import PatchDiscriminator, init_weights
 from ppvi_cli.pose.maps import RADIUS, guidance_maps, scale_keypoints
-from ppvi_cli.train.generators.gan import CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, GeneratorTrainConfig, PairedImages, adversarial_loss, build_reid, loader, lr_factor, reid_input, GeneratorRun, run_epochs, set_lr, set_requires_grad, train_records, write_jsonl
+from ppvi_cli.train.generators.gan import (CHECKPOINT, GEN_BETAS, PAPER_HEIGHT, adversarial_loss, build_reid,
+                                           GeneratorRun, GeneratorTrainConfig, loader, lr_factor, PairedImages,
+                                           reid_input, set_lr, set_requires_grad, train_records, write_jsonl)
 from ppvi_cli.models.generator_checkpoint import save_run
 from ppvi_cli.train.reid.sampler import PKBatchSampler
 
@@ -301,19 +303,12 @@ def train_ppa(config: PPAConfig, resume: bool = False, on_progress: Progress | N
     ({"epoch", "steps", "lr", ...}).
     """
     from ppvi_cli.device import deterministic, select_device
-    from ppvi_cli.models.checkpoint import save_checkpoint
     from ppvi_cli.runinfo import stamp
 
     # On CUDA too, a resumed run ends where a straight one does (device.deterministic).
     with deterministic(select_device(config.device), tf32=True):
         run = _Run(config, resume)
-        with run.folder:
-            tracker = Tracker(on_progress, f"train {RECIPE}", config.epochs, run.start)
-            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, tracker), config.seed)
-            reid_path = run.out / "reid.pt"
-            run.folder.produce(reid_path.name, lambda path: save_checkpoint(
-                path, run.reid.model, run.reid.config, asdict(config),
-                {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)}))
+        reid_path = run.train(on_progress)
     teacher = config.teacher or str(run.out / TEACHER)
     return {**stamp(config.seed, asdict(config)), "recipe": RECIPE, "format": run.format, "train_ids": len(run.labels),
             "teacher": teacher, "checkpoint": str(run.out / CHECKPOINT), "reid_checkpoint": str(reid_path),

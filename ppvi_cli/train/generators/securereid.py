@@ -40,7 +40,9 @@ from ppvi_cli.progress import Progress, Tracker
 from ppvi_cli.metrics.image_quality import batch_ssim_psnr
 from ppvi_cli.models.unet import PatchDiscriminator, UNetGenerator, init_weights
 from ppvi_cli.runinfo import derived_seed
-from ppvi_cli.train.generators.gan import CHECKPOINT, GEN_BETAS, GeneratorTrainConfig, PairedImages, adversarial_loss, build_reid, embed, loader, lr_factor, reid_input, GeneratorRun, run_epochs, set_lr, set_requires_grad, train_records, write_jsonl
+from ppvi_cli.train.generators.gan import (CHECKPOINT, GEN_BETAS, adversarial_loss, build_reid, embed, GeneratorRun,
+                                           GeneratorTrainConfig, loader, lr_factor, PairedImages, reid_input, set_lr,
+                                           set_requires_grad, train_records, write_jsonl)
 from ppvi_cli.models.generator_checkpoint import restore_net, save_run
 from ppvi_cli.data.transforms import from_signed, to_hwc, to_signed, to_uint8
 from ppvi_cli.train.reid.sampler import PKBatchSampler
@@ -297,19 +299,12 @@ def train_securereid(config: SecureReIDConfig, resume: bool = False,
     ({"epoch", "steps", "lr", ...}).
     """
     from ppvi_cli.device import deterministic, select_device
-    from ppvi_cli.models.checkpoint import save_checkpoint
     from ppvi_cli.runinfo import stamp
 
     # On CUDA too, a resumed run ends where a straight one does (device.deterministic).
     with deterministic(select_device(config.device), tf32=True):
         run = _Run(config, resume)
-        with run.folder:
-            tracker = Tracker(on_progress, f"train {RECIPE}", config.epochs, run.start)
-            run_epochs(run.start, config.epochs, lambda e: run.epoch(e, tracker), config.seed)
-            reid_path = run.out / "reid.pt"
-            run.folder.produce(reid_path.name, lambda path: save_checkpoint(
-                path, run.reid.model, run.reid.config, asdict(config),
-                {"recipe": RECIPE, "epochs": config.epochs, "generator_checkpoint": str(run.out / CHECKPOINT)}))
+        reid_path = run.train(on_progress)
     return {**stamp(config.seed, asdict(config)), "recipe": RECIPE, "format": run.format,
             "train_ids": len(run.labels), "validation_ids": len({r.pid for r in run.val}),
             "checkpoint": str(run.out / CHECKPOINT), "reid_checkpoint": str(reid_path),
