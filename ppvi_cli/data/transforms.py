@@ -2,7 +2,7 @@
 
 Images move through three ranges: uint8 files, `[0, 1]` floats (what a ReID model normalises with
 its own mean/std) and `[-1, 1]` (what the pix2pix generators and recovery attackers read and write).
-A float image becomes bytes by one rule (`to_uint8`: clip, round half up). Grey (infrared) images
+A float image becomes bytes by one rule (`to_uint8`: clip, round half to even). Grey (infrared) images
 are repeated to 3 channels, as the VI papers feed them. The conventional desensitisations (mosaic,
 blur, noise as SecureReID defines them) live here because both the `anonymize` methods and the
 generator recipes' supervision use them.
@@ -31,8 +31,9 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(images01: torch.Tensor) -> torch.Tensor:
-    """Float pixels in [0, 1] (any layout) -> uint8, clipped and rounded half up: how ppvi stores a float image."""
-    return (images01.clamp(0.0, 1.0) * 255.0 + 0.5).floor().to(torch.uint8)
+    """Float pixels in [0, 1] (any layout) -> uint8, clipped and rounded half to even (as `torch.round` and
+    `np.round`): how ppvi stores a float image."""
+    return images01.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
 
 
 def to_hwc(images: torch.Tensor) -> np.ndarray:
