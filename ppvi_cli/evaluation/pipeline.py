@@ -22,6 +22,7 @@ from ppvi_cli.evaluation.split import DEFAULT_TEST_IDS
 from ppvi_cli.metrics.features import SETTINGS
 from ppvi_cli.progress import Progress
 
+
 @dataclass(frozen=True)
 class DPGallery:
     """The Gaussian mechanism on the gallery (PEPR-Net): `epsilon` in (0, 1], `delta`, noise `seed`."""
