@@ -10,7 +10,7 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Format
 from ppvi_cli.cli.common import effective_seed, emit, progress_bars
-from ppvi_cli.cli.options import format_option, seed_option
+from ppvi_cli.cli.options import constant_note, format_option, seed_option
 
 data_app = typer.Typer(help="Inspect dataset layouts and synthesize the embedded VI dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -21,7 +21,7 @@ def check(
     ctx: typer.Context,
     root: Path = typer.Argument(..., help="Dataset root folder."),
     fmt: Format = format_option(),
-    trial: int = typer.Option(None, "--trial", help="RegDB trial, 1..10 (default 1)."),
+    trial: int = typer.Option(None, "--trial", help=f"RegDB trial, 1..10 {constant_note('data.regdb', 'DEFAULT_TRIAL')}."),
     pattern: str = typer.Option(None, "--pattern", help="folder: regex on file names with groups camid/modality."),
 ) -> None:
     """Read a dataset and print ids, images, cameras and modalities per split; exit 2 naming what is missing."""

@@ -15,7 +15,7 @@ from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Format, Protocol, SettingOrAll, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, progress_bars
 from ppvi_cli.cli.features import CACHE_HELP, TEST_IDS_HELP, TRIAL_HELP
-from ppvi_cli.cli.options import device_option, format_option, seed_option
+from ppvi_cli.cli.options import constant_note, device_option, format_option, seed_option
 
 
 @app.command("eval")
@@ -29,18 +29,21 @@ def eval_command(
     fmt: Format = format_option(None, only="With --model."),
     anon: Path = typer.Option(None, "--anon", help="With --model: the anonymized mirror of --data "
                               "(needed by raw2anon, anon2raw, anon2anon)."),
-    trial: int = typer.Option(None, "--trial", min=1, max=10, help=f"With --model. {TRIAL_HELP} (default 1)"),
-    test_ids: int = typer.Option(None, "--test-ids", min=1, help=f"With --model. {TEST_IDS_HELP} (default 201)"),
+    trial: int = typer.Option(None, "--trial", min=1, max=10, help=f"With --model. {TRIAL_HELP} {constant_note('data.regdb', 'DEFAULT_TRIAL')}"),
+    test_ids: int = typer.Option(None, "--test-ids", min=1, help=f"With --model. {TEST_IDS_HELP} "
+                                                                      f"{constant_note('evaluation.split', 'DEFAULT_TEST_IDS')}"),
     pattern: str = typer.Option(None, "--pattern", help="With --model, folder: regex with groups camid/modality."),
     batch_size: int = typer.Option(None, "--batch-size", min=1,
-                                   help="With --model: images per forward pass (default 64)."),
+                                   help="With --model: images per forward pass "
+                                        f"{constant_note('evaluation.features', 'BATCH_SIZE')}."),
     workers: int = typer.Option(None, "--workers", min=0, help="With --model: image-decoding processes (default 0)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help=f"With --model. {CACHE_HELP}"),
     no_cache: bool = typer.Option(False, "--no-cache", help="With --model: neither read nor write the feature cache."),
     protocol: Protocol = choice_option(..., "--protocol", "-p", help="Evaluation protocol: junk rule, gallery "
                                        "draws and trials (README, \"Evaluation\")."),
     setting: SettingOrAll = choice_option(..., "--setting", "-s", help="Query form 2 gallery form, or all four."),
-    trials: int = typer.Option(None, "--trials", min=1, help="SYSU: galleries drawn, seeds 0..N-1 (default 10)."),
+    trials: int = typer.Option(None, "--trials", min=1, help="SYSU: galleries drawn, seeds 0..N-1 "
+                               f"{constant_note('metrics.protocols', 'SYSU_TRIALS')}."),
     backend: Backend = choice_option("auto", "--backend", help="Who computes the products (all exact): auto = faiss's "
                                      "GPU index when faiss sees the chosen GPU, else torch on that GPU, else faiss on "
                                      "the CPU (torch when faiss is not installed)."),

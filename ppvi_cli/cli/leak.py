@@ -10,7 +10,7 @@ from rich.table import Table
 from ppvi_cli.cli.root import app
 from ppvi_cli.cli.choices import Backend, Protocol, Setting, choice_option
 from ppvi_cli.cli.common import effective_device, effective_seed, emit, parse_floats, progress_bars
-from ppvi_cli.cli.options import device_option, seed_option
+from ppvi_cli.cli.options import constant_note, device_option, seed_option
 from ppvi_cli.errors import PPVIError
 
 @app.command("leak")
@@ -18,11 +18,12 @@ def leak_command(
     ctx: typer.Context,
     features: Path = typer.Option(..., "--features", help="Saved features (.npz), as `ppvi eval --features` reads."),
     which: str = typer.Option(None, "--which", help="Feature arrays to measure: query_raw, gallery_raw, query_anon, "
-                              "gallery_anon, a comma list, or all (default gallery_raw). Not with --dp-sweep."),
+                              f"gallery_anon, a comma list, or all {constant_note('evaluation.leakage', 'DEFAULT_WHICH')}. "
+                              "Not with --dp-sweep."),
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="Share of each id's images that trains the "
                                          "identity classifier; the rest are scored."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Full-batch classifier epochs (default 300)."),
-    lr: float = typer.Option(None, "--lr", help="Classifier Adam learning rate (default 0.05)."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help=f"Full-batch classifier epochs {constant_note('metrics.leakage', 'EPOCHS')}."),
+    lr: float = typer.Option(None, "--lr", help=f"Classifier Adam learning rate {constant_note('metrics.leakage', 'LR')}."),
     ignore_pid: list[int] = typer.Option(None, "--ignore-pid", help="A pid that is not one person (repeatable), e.g. "
                                          "0 for Market-1501 distractors (the --dp-sweep default under market)."),
     seed: int = seed_option("Seed of the split and the DP noise"),
@@ -36,7 +37,8 @@ def leak_command(
     delta: float = typer.Option(1e-5, "--delta", help="With --dp-sweep: DP delta in (0, 1)."),
     sensitivity: float = typer.Option(2.0, "--sensitivity", help="With --dp-sweep: L2 sensitivity Delta; 2 bounds "
                                       "unit-norm features, a smaller value voids the DP guarantee."),
-    trials: int = typer.Option(None, "--trials", min=1, help="With --dp-sweep, SYSU: galleries drawn (default 10)."),
+    trials: int = typer.Option(None, "--trials", min=1, help="With --dp-sweep, SYSU: galleries drawn "
+                                f"{constant_note('metrics.protocols', 'SYSU_TRIALS')}."),
     backend: Backend = choice_option("auto", "--backend", help="With --dp-sweep: who computes retrieval (all exact; "
                                      "as `ppvi eval --backend`)."),
     plot: Path = typer.Option(None, "--plot", help="With --dp-sweep: write utility and leakage vs epsilon to this PNG."),
@@ -48,7 +50,7 @@ def leak_command(
     to the L2-normalised gallery of --setting, and report rank-1, mAP, mINP and the leakage of the noisy
     gallery for no DP and each epsilon (one seed: every epsilon sees the same noise draws, scaled).
     """
-    from ppvi_cli.evaluation.leakage import leakage
+    from ppvi_cli.evaluation.leakage import DEFAULT_WHICH, leakage
     from ppvi_cli.metrics.leakage import EPOCHS, LR, check_train_fraction
 
     check_train_fraction(train_fraction)
@@ -76,7 +78,7 @@ def leak_command(
         if value is not None:
             raise PPVIError(f"{name} applies only with --dp-sweep")
     with progress_bars(ctx) as on_progress:
-        doc = leakage(features, which or "gallery_raw", classifier, seed, ignore_pids=ignore_pid or (), device=dev,
+        doc = leakage(features, which or DEFAULT_WHICH, classifier, seed, ignore_pids=ignore_pid or (), device=dev,
                       on_progress=on_progress)
     results = doc["results"]
 

@@ -156,6 +156,11 @@ class ConfigDefaults:
         return default_note(self.show(field) + more)
 
 
+def constant_note(module: str, name: str) -> str:
+    """The "[default: VALUE]" of a module constant of ppvi_cli (`module` without the "ppvi_cli." prefix)."""
+    return default_note(show(module_constant(f"ppvi_cli.{module}", name)))
+
+
 def default_note(text: str) -> str:
     """The "[default: TEXT]" a help text ends with (the bracket escaped for typer's markdown help)."""
     return f"\\[default: {text}]"

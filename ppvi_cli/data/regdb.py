@@ -65,7 +65,10 @@ def _read_idx(root: Path, relpath: str, kind: str) -> list[tuple[str, int]]:
     return entries
 
 
-def read_regdb_split(root: str | Path, trial: int = 1) -> dict[str, list[tuple[str, int]]]:
+DEFAULT_TRIAL = 1  # the split trial of the idx files read when none is asked for
+
+
+def read_regdb_split(root: str | Path, trial: int = DEFAULT_TRIAL) -> dict[str, list[tuple[str, int]]]:
     """Parse one trial's idx lists without touching any image.
 
     Returns `{"train_visible", "train_thermal", "test_visible", "test_thermal"}` -> list of
@@ -78,7 +81,7 @@ def read_regdb_split(root: str | Path, trial: int = 1) -> dict[str, list[tuple[s
     return {f"{s}_{k}": _read_idx(root, idx_file(s, k, trial), k) for s in SPLITS for k in KINDS}
 
 
-def read(root: Path, *, trial: int = 1) -> Dataset:
+def read(root: Path, *, trial: int = DEFAULT_TRIAL) -> Dataset:
     """Splits train and test of one trial, each visible records (camid 1) then thermal ones (camid 2).
 
     Modality `infrared` for thermal. Listed images that are missing are a note; when every image of

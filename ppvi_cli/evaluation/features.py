@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ppvi_cli.data.regdb import DEFAULT_TRIAL
 from ppvi_cli.errors import PPVIError
 from ppvi_cli.evaluation.split import DEFAULT_TEST_IDS, EvalSplit, eval_split
 from ppvi_cli.evaluation.store import load_features, save_features
@@ -27,6 +28,9 @@ from ppvi_cli.metrics.features import FeatureSet
 from ppvi_cli.progress import Progress, Tracker
 
 CACHE_VERSION = 1  # bump when the cached arrays would change for the same inputs
+
+
+BATCH_SIZE = 64  # images per forward pass of the feature extraction
 
 
 def default_cache_dir() -> Path:
@@ -89,12 +93,12 @@ def dataset_features(
     fmt: str = "auto",
     anon_root: str | Path | None = None,
     device="cpu",
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     cache_dir: str | Path | None = None,
     *,
     model_sha256: str | None = None,
     protocol: str | None = None,
-    trial: int = 1,
+    trial: int = DEFAULT_TRIAL,
     test_ids: int = DEFAULT_TEST_IDS,
     pattern: str | None = None,
     input_size: tuple[int, int] | None = None,

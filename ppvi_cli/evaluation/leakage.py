@@ -14,6 +14,7 @@ from ppvi_cli.errors import PPVIError
 from ppvi_cli.progress import Progress, Tracker
 
 FEATURE_KEYS = ("query_raw", "gallery_raw", "query_anon", "gallery_anon")
+DEFAULT_WHICH = "gallery_raw"  # the arrays `ppvi leak` measures when --which is not given
 
 
 def feature_keys(which: str, feats) -> list[str]:

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ppvi_cli.data.regdb import DEFAULT_TRIAL
 from ppvi_cli.errors import PPVIError
+from ppvi_cli.evaluation.features import BATCH_SIZE
 from ppvi_cli.evaluation.outputs import EvalOutputs
 from ppvi_cli.evaluation.split import DEFAULT_TEST_IDS
 from ppvi_cli.metrics.features import SETTINGS
@@ -85,8 +87,8 @@ def source_summary(result) -> dict:
 
 
 def extract(model: Path, data: Path, out: Path, *, fmt: str = "auto", anon: Path | None = None,
-            protocol: str | None = None, trial: int = 1, test_ids: int = DEFAULT_TEST_IDS, pattern: str | None = None,
-            batch_size: int = 64, workers: int = 0, device: str = "cpu", cache_dir: Path | None = None,
+            protocol: str | None = None, trial: int = DEFAULT_TRIAL, test_ids: int = DEFAULT_TEST_IDS, pattern: str | None = None,
+            batch_size: int = BATCH_SIZE, workers: int = 0, device: str = "cpu", cache_dir: Path | None = None,
             no_cache: bool = False, overwrite: bool = False, seed: int | None = None,
             on_progress: Progress | None = None) -> dict | None:
     """`ppvi features`: write the checkpoint's query/gallery features of `data` (and `anon`) to `out`.
@@ -186,8 +188,8 @@ def evaluate(protocol: str, settings: str | Sequence[str], *, features: Path | N
             raise PPVIError(f"--setting {needs_anon[0]} needs anonymized features: pass --anon DIR (the output of "
                             "`ppvi anonymize` on --data) or use --setting raw2raw")
         source, model_params = model_features(
-            model=model, data=data, fmt=fmt or "auto", anon=anon, protocol=protocol, trial=trial or 1,
-            test_ids=test_ids or DEFAULT_TEST_IDS, pattern=pattern, batch_size=batch_size or 64,
+            model=model, data=data, fmt=fmt or "auto", anon=anon, protocol=protocol, trial=trial or DEFAULT_TRIAL,
+            test_ids=test_ids or DEFAULT_TEST_IDS, pattern=pattern, batch_size=batch_size or BATCH_SIZE,
             workers=workers or 0, device=device, cache_dir=cache_dir, no_cache=no_cache, on_progress=on_progress)
         feats = source.features
         image_root = image_root or data

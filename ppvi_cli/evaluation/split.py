@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ppvi_cli.data.records import INFRARED, VISIBLE, Record
+from ppvi_cli.data.regdb import DEFAULT_TRIAL
 from ppvi_cli.errors import PPVIError
 
 PROTOCOL_FORMATS = {"market": ("market1501", "folder"), "sysu-all": ("sysu",), "sysu-indoor": ("sysu",),
@@ -88,7 +89,7 @@ class EvalSplit:
         return [p for p in protocols_for(self.format) if direction is None or p.endswith(direction)]
 
 
-def eval_split(data_root: str | Path, fmt: str = "auto", *, protocol: str | None = None, trial: int = 1,
+def eval_split(data_root: str | Path, fmt: str = "auto", *, protocol: str | None = None, trial: int = DEFAULT_TRIAL,
                test_ids: int = DEFAULT_TEST_IDS, pattern: str | None = None) -> EvalSplit:
     """Read the dataset at `data_root` and pick its query and gallery (see the module docstring).
 

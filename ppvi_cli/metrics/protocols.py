@@ -83,7 +83,8 @@ def _cam3_drops_cam2(qp, qc, gp, gc):
 
 
 protocols: Registry[Protocol] = Registry("protocol")
-_SYSU = dict(junk=_cam3_drops_cam2, junk_within_pid=False, dedup_ids=True, default_trials=10)
+SYSU_TRIALS = 10  # galleries drawn per evaluation (seeds 0..9), as the VI baseline
+_SYSU = dict(junk=_cam3_drops_cam2, junk_within_pid=False, dedup_ids=True, default_trials=SYSU_TRIALS)
 for _p in (
     Protocol("market", "Market-1501: junk = same pid and camera", junk=_same_pid_same_cam),
     Protocol("sysu-all", "SYSU-MM01 all-search: single-shot RGB gallery of cams 1,2,4,5", gallery_cams=(1, 2, 4, 5),
