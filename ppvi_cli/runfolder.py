@@ -253,8 +253,9 @@ class RunFolder:
             base = Path(dirpath)
             if base == self.root and BOOKKEEPING in dirnames:
                 dirnames.remove(BOOKKEEPING)
-            if self.shared:  # another run's folder inside a shared one is that run's business
-                dirnames[:] = [d for d in dirnames if not (base / d / BOOKKEEPING).is_dir()]
+            if self.shared:  # another run's folder inside a shared one, where this run writes nothing, is its business
+                dirnames[:] = [d for d in dirnames if not (base / d / BOOKKEEPING).is_dir()
+                               or self.owns((base / d).relative_to(self.root).as_posix() + "/")]
             for name in dirnames:
                 if (base / name).is_symlink():
                     raise PPVIError(f"{self.option} {self.given}: {(base / name).relative_to(self.root)} is a symbolic "

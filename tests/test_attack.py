@@ -203,6 +203,9 @@ def test_run_folder_trusts_only_what_this_attack_wrote(blurred, tmp_path):
     checkpoint.write_bytes(bytes(data))
     with pytest.raises(PPVIError, match="not what this run wrote"):
         run_attack(AttackConfig(out=out, resume=True, **base))
+    checkpoint.unlink()  # as the refusal advises: that attacker starts over
+    assert run_attack(AttackConfig(out=out, resume=True, **base))["attackers"]["l1"]["history"][0]["epoch"] == 1
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
     # a file at one of the attack's paths that no record covers (an older ppvi's output) needs --overwrite
     old = tmp_path / "old"
     (old / "gan").mkdir(parents=True)
@@ -212,6 +215,12 @@ def test_run_folder_trusts_only_what_this_attack_wrote(blurred, tmp_path):
     assert not (old / ".ppvi").exists()  # refused before anything was written
     run_attack(AttackConfig(out=old, attackers=("gan",), overwrite=True, **base))
     assert torch.load(old / "gan" / "attack_last.pt", weights_only=True)["attacker"] == "gan"
+    # a folder posing as a run folder of its own is skipped only where the attack writes nothing
+    planted = old / "gan" / "recovered" / "extra"
+    (planted / ".ppvi").mkdir(parents=True)
+    (planted / "face.png").write_bytes(b"raw")
+    with pytest.raises(PPVIError, match="no record of this run covers"):
+        run_attack(AttackConfig(out=old, attackers=("gan",), resume=True, **base))
 
 
 def test_resume_refuses_another_protection_of_the_same_folder(blurred, tmp_path):

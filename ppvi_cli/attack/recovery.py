@@ -211,6 +211,12 @@ def save_attack_checkpoint(folder: RunFolder, relpath: str, attacker: RecoveryAt
     return payload["sha256"]
 
 
+def has_checkpoint(folder: RunFolder, relpath: str) -> bool:
+    """A checkpoint this run folder recorded and still holds. One deleted (as a refusal advises) or an
+    unrecorded file being replaced under --overwrite is none: that attacker starts afresh."""
+    return folder.entry(relpath) is not None and folder.path(relpath).is_file()
+
+
 def load_attack_checkpoint(folder: RunFolder, relpath: str, params: dict) -> dict:
     """The checkpoint's payload, refused when not the bytes this run folder recorded, damaged, or made
     with other settings."""
@@ -247,7 +253,7 @@ def train_recovery(attacker: RecoveryAttacker, public: list[Record], anon: Path,
     history: list[dict] = []
     start = 0
     relpath = f"{attacker.name}/{CHECKPOINT}"
-    if resume and folder.entry(relpath) is not None:  # --resume on a fresh folder starts afresh, as training does
+    if resume and has_checkpoint(folder, relpath):  # else afresh, as training does
         payload = load_attack_checkpoint(folder, relpath, params)
         for name, net in attacker.nets().items():
             net.load_state_dict(payload["nets"][name]["state_dict"])

@@ -37,7 +37,7 @@ from ppvi_cli.progress import Progress
 from ppvi_cli.runfolder import RunFolder
 from ppvi_cli.runinfo import stamp
 from ppvi_cli.attack.data import PUBLIC_SPLITS, TEST_SPLITS, attack_splits
-from ppvi_cli.attack.recovery import CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, load_attack_checkpoint
+from ppvi_cli.attack.recovery import CHECKPOINT, RECOVERED, RECOVERY_ATTACKERS, has_checkpoint, load_attack_checkpoint
 
 ATTACKERS = (*RECOVERY_ATTACKERS, "linkage")
 # pix2pix names a UNet by the square input its bottleneck reduces to 1x1: unet_N has log2(N) steps.
@@ -184,7 +184,7 @@ def _check_held(config: AttackConfig, folder: RunFolder) -> None:
     """Without --resume, refuse a folder that already holds one of this run's attackers."""
     if config.resume:
         return
-    held = [f"{a}/{CHECKPOINT}" for a in config.attackers if folder.entry(f"{a}/{CHECKPOINT}") is not None]
+    held = [f"{a}/{CHECKPOINT}" for a in config.attackers if has_checkpoint(folder, f"{a}/{CHECKPOINT}")]
     held += ["linkage/reid"] if "linkage" in config.attackers and folder.path("linkage/reid").exists() else []
     if held:
         raise PPVIError(f"--out {config.out} already holds {', '.join(held)}: pass --resume to continue, "
@@ -249,7 +249,7 @@ def _prechecks(config: AttackConfig, folder: RunFolder, public: list[Record], us
         return
     for name in config.attackers:
         relpath = f"{name}/{CHECKPOINT}"
-        if name in RECOVERY_ATTACKERS and folder.entry(relpath) is not None:
+        if name in RECOVERY_ATTACKERS and has_checkpoint(folder, relpath):
             load_attack_checkpoint(folder, relpath, attacker_params(config, name, model_sha256))
     if "linkage" in config.attackers:
         from ppvi_cli.attack.linkage import train_config
